@@ -50,9 +50,13 @@ class TinyPreset:
 
 # Head size = hidden_size / num_heads = 32 in every preset (vLLM's CPU attention needs >= 32).
 TINY_PRESETS: dict[str, TinyPreset] = {
-    "tiny-student": TinyPreset(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=256),
+    "tiny-student": TinyPreset(
+        hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=256
+    ),
     "tiny-mid": TinyPreset(hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=384),
-    "tiny-teacher": TinyPreset(hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=2, intermediate_size=576),
+    "tiny-teacher": TinyPreset(
+        hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=2, intermediate_size=576
+    ),
 }
 
 FAMILIES = ("qwen2", "llama")
@@ -63,9 +67,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REPRO_CACHE", Path.home() / ".cache" / "repro"))
 
 
-def tiny_config(
-    preset: str, vocab_size: int, family: str = "qwen2", **overrides
-) -> PretrainedConfig:
+def tiny_config(preset: str, vocab_size: int, family: str = "qwen2", **overrides) -> PretrainedConfig:
     """A real Qwen2/Llama config at one of the `TINY_PRESETS` sizes; `overrides` set any config field."""
     if preset not in TINY_PRESETS:
         raise ValueError(f"unknown tiny preset {preset!r}; valid: {', '.join(TINY_PRESETS)}")
@@ -154,7 +156,9 @@ def smollm2_dir() -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     # transformers de-quantizes GGUF weights on load but marks the model unserialisable: copy the fp32
     # weights into a plain model of the same config.
     config = quantized.config
@@ -215,7 +219,10 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedToken
 
 
 def load_causal_lm(
-    name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device: str | None = None, **kwargs
+    name_or_path: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    device: str | None = None,
+    **kwargs,
 ) -> PreTrainedModel:
     """A causal LM in eval mode; dtype defaults to bf16 on CUDA and fp32 on CPU."""
     if dtype is None:

@@ -85,8 +85,11 @@ def test_lora_trains_only_adapters():
 def test_minilm_encoder_gives_real_embeddings():
     tok = models.load_tokenizer("minilm-l6")
     enc = models.load_encoder("minilm-l6")
-    batch = tok(["a cat sat on the mat", "a kitten sat on a rug", "stock prices fell sharply"],
-                padding=True, return_tensors="pt")
+    batch = tok(
+        ["a cat sat on the mat", "a kitten sat on a rug", "stock prices fell sharply"],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         hidden = enc(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1)
@@ -107,5 +110,5 @@ def test_smollm2_converts_once_and_answers():
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tok.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = lm.generate(**inputs, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1] :])
     assert models.smollm2_dir() == path  # cached: the second call does not convert again
