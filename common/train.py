@@ -1,277 +1,500 @@
-"""One small training loop on `accelerate`, shared by every paper's SFT / distillation / RM stage.
+"""One small training loop on `accelerate`, shared by every paper's SFT / distillation / reward-model stage.
 
-    result = train(model, dataset, causal_lm_loss, TrainConfig(output_dir="runs/x", max_steps=200),
-                   collate_fn=pad_collate(tokenizer))
+`train(model, dataset, loss_fn, config)` runs `config.max_steps` AdamW optimizer steps; each step sums the
+gradients of `grad_accum` micro-batches of `batch_size` examples (per process). bf16 autocast on CUDA,
+fp32 on CPU (`mixed_precision="auto"`), gradient clipping, warmup + constant / linear / cosine schedule.
 
-What it does: AdamW with a warm-up + constant/linear/cosine schedule, gradient accumulation, gradient
-clipping, bf16 autocast on CUDA and fp32 on CPU, a tqdm bar (loss, lr), TensorBoard scalars, and a
-checkpoint every `save_every` optimizer steps (model, optimizer, scheduler, RNG states, loss history)
-written atomically. With `resume=True` (the default) a rerun picks up the newest complete checkpoint
-and replays exactly the batches it had not seen, so a killed-and-resumed run ends where an uninterrupted
-one would (tests/common/test_train.py kills one and checks).
+Resumable by construction:
+- The data order is a pure function of (seed, epoch) (`step_batches`), so a resumed run feeds exactly the
+  batches the uninterrupted run would have fed, without any sampler state.
+- Every `save_every` steps and at the end, `accelerator.save_state` (model, optimizer, scheduler, RNG
+  states) goes to `checkpoints/step_<n>.tmp`; `trainer_state.json` (step, loss history, config) is written
+  last and the folder renamed to `step_<n>`, so a folder without it is never resumed from. The last
+  `keep_checkpoints` (2) are kept. `resume=True` continues from the latest complete one; `resume=False` deletes them.
 
-The data order is a pure function of (seed, epoch): epoch e shuffles with `seed + e`.
+Output layout under `config.output_dir`:
+    checkpoints/step_<n>/   accelerate state + trainer_state.json
+    tensorboard/            scalars train/loss, train/lr, train/grad_norm and every loss_fn metric; hparams
+    final/                  the trained model (`save_pretrained`, or model.safetensors for a bare module)
+    metrics.json            final_loss, steps, losses (one per optimizer step), config
+    train_config.json       the config, written at start
+
+Departures from the textbook loop: weight decay applies to matrices only (ndim >= 2; norms and biases
+are not decayed, as in nanoGPT); each epoch drops its last incomplete optimizer step; the step loss is
+the mean of the micro-batch losses, which equals the big-batch loss when micro-batches hold equally many
+supervised tokens.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
+import logging
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
+from accelerate.state import AcceleratorState
+from accelerate.utils import send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict]]
-SCHEDULES = ("constant", "linear", "cosine")
-PRECISIONS = ("auto", "no", "bf16", "fp16")
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+IGNORE_INDEX = -100
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+STATE_FILE = "trainer_state.json"
+_INT_MINIMA = {
+    "max_steps": 1,
+    "batch_size": 1,
+    "grad_accum": 1,
+    "warmup_steps": 0,
+    "seed": 0,
+    "save_every": 0,
+    "log_every": 1,
+    "keep_checkpoints": 1,
+}
+# A checkpoint written under other values of these fields would not continue the same trajectory.
+TRAJECTORY_FIELDS = (
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "lr_schedule",
+    "max_grad_norm",
+    "seed",
+    "mixed_precision",
+)
 
 
 @dataclass
 class TrainConfig:
+    """Hyperparameters of one `train` call; `batch_size` is per process and per micro-batch."""
+
     output_dir: str
-    max_steps: int
-    """Optimizer steps (each = `grad_accum` micro-batches)."""
+    max_steps: int  # optimizer steps
     batch_size: int = 8
-    """Micro-batch size; the effective batch is batch_size * grad_accum."""
     grad_accum: int = 1
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate, reached after `warmup_steps`
     weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_schedule: str = "cosine"
-    max_grad_norm: float | None = 1.0
+    warmup_steps: int = 0  # linear warmup from 0
+    lr_schedule: str = "cosine"  # constant | linear | cosine (decay to 0 at max_steps)
+    max_grad_norm: float | None = 1.0  # None: no clipping
     seed: int = 0
-    save_every: int = 0
-    """Checkpoint every N optimizer steps (0: only at the end)."""
-    log_every: int = 10
-    mixed_precision: str = "auto"
-    """auto = bf16 on CUDA, fp32 on CPU."""
+    save_every: int = 0  # optimizer steps between checkpoints; 0: only at the end
+    log_every: int = 10  # optimizer steps between TensorBoard scalars
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16
     progress: bool = True
     resume: bool = True
-    keep_checkpoints: int = 2
-    extra: dict = field(default_factory=dict)
-    """Free-form fields logged with the config (e.g. the stage's own hyper-parameters)."""
+    keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form stage settings, logged with the config
 
     def __post_init__(self) -> None:
-        checks = {
-            "max_steps": self.max_steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr > 0,
-            "warmup_steps": 0 <= self.warmup_steps,
-            "save_every": self.save_every >= 0,
-            "log_every": self.log_every >= 1,
-            "keep_checkpoints": self.keep_checkpoints >= 1,
-            "lr_schedule": self.lr_schedule in SCHEDULES,
-            "mixed_precision": self.mixed_precision in PRECISIONS,
-            "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            name = bad[0]
-            allowed = {"lr_schedule": SCHEDULES, "mixed_precision": PRECISIONS}.get(name)
-            hint = f" (valid: {', '.join(allowed)})" if allowed else ""
-            raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid{hint}")
+        def fail(name: str, rule: str) -> None:
+            raise ValueError(f"TrainConfig.{name}: {rule}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            fail("output_dir", "must be a non-empty path string")
+        for name, low in _INT_MINIMA.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                fail(name, f"must be an integer >= {low}")
+        if self.warmup_steps > self.max_steps:
+            fail("warmup_steps", f"must be <= max_steps ({self.max_steps})")
+        if not self.lr > 0:
+            fail("lr", "must be > 0")
+        if not self.weight_decay >= 0:
+            fail("weight_decay", "must be >= 0")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            fail("max_grad_norm", "must be > 0 or None")
+        if self.lr_schedule not in SCHEDULES:
+            fail("lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            fail("mixed_precision", f"must be one of {', '.join(MIXED_PRECISIONS)}")
+        if not isinstance(self.extra, dict):
+            fail("extra", "must be a dict")
 
 
 @dataclass
 class TrainResult:
-    final_loss: float
-    losses: list[float]
-    """Mean loss of each optimizer step."""
+    final_loss: float  # loss of the last optimizer step
+    losses: list[float] = field(repr=False)  # one per optimizer step, including steps before a resume
     steps: int
     output_dir: str
 
 
-def causal_lm_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Mean next-token cross-entropy over the label positions != -100 (labels unshifted, as in HF)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
-    shift_logits = logits[:, :-1].float()
-    shift_labels = batch["labels"][:, 1:]
-    n_tokens = int((shift_labels != -100).sum())
-    loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100
-    )
-    return loss, {"loss": float(loss.detach()), "n_tokens": float(n_tokens)}
+# --- losses and collation ---------------------------------------------------------------------------
 
 
-def pad_collate(tokenizer_or_pad_id) -> Callable[[Sequence[dict]], dict]:
-    """Right-pad examples holding `input_ids` (and optionally `labels`, `attention_mask`) into tensors.
+def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy: position t predicts labels[t + 1]; labels == -100 are ignored.
 
-    Missing labels default to the input ids; other keys with equal-length sequences are stacked.
+    logits: [batch, seq, vocab]; labels: [batch, seq]. Returns (loss, n_tokens); with no supervised token
+    the loss is a graph-connected 0, so the batch adds nothing to the gradient.
     """
-    pad_id = tokenizer_or_pad_id if isinstance(tokenizer_or_pad_id, int) else tokenizer_or_pad_id.pad_token_id
-    if pad_id is None:
-        raise ValueError("pad_collate: the tokenizer has no pad token; set tokenizer.pad_token first")
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    n_tokens = int((labels != IGNORE_INDEX).sum())
+    total = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return total / max(n_tokens, 1), n_tokens
 
-    def collate(examples: Sequence[dict]) -> dict:
-        longest = max(len(ex["input_ids"]) for ex in examples)
-        batch = {"input_ids": [], "attention_mask": [], "labels": []}
-        for ex in examples:
-            ids = list(ex["input_ids"])
-            labels = list(ex.get("labels", ids))
-            mask = list(ex.get("attention_mask", [1] * len(ids)))
-            if not (len(ids) == len(labels) == len(mask)):
-                raise ValueError("pad_collate: input_ids, labels and attention_mask differ in length")
-            pad = longest - len(ids)
-            batch["input_ids"].append(ids + [pad_id] * pad)
-            batch["attention_mask"].append(mask + [0] * pad)
-            batch["labels"].append(labels + [-100] * pad)
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+def causal_lm_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """`LossFn` for supervised fine-tuning: `shifted_cross_entropy` of the model's logits on `labels`."""
+    missing = [key for key in ("input_ids", "labels") if key not in batch]
+    if missing:
+        raise ValueError(f"causal_lm_loss: batch has no {', '.join(map(repr, missing))}")
+    out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False)
+    loss, n_tokens = shifted_cross_entropy(out.logits, batch["labels"])
+    return loss, {"loss": loss.item(), "n_tokens": float(n_tokens)}
+
+
+def pad_collate(tokenizer_or_pad_id: Any) -> Callable[[Sequence[dict[str, Any]]], dict[str, Any]]:
+    """A collate function that right-pads `input_ids` (pad id), `attention_mask` (0) and `labels` (-100).
+
+    An example needs `input_ids`; `attention_mask` defaults to ones and `labels` to `input_ids` where the
+    mask is 1. Any other key becomes a tensor when every example holds a number there, else a list.
+    """
+    if isinstance(tokenizer_or_pad_id, int) and not isinstance(tokenizer_or_pad_id, bool):
+        pad_id = tokenizer_or_pad_id
+    else:
+        pad_id = getattr(tokenizer_or_pad_id, "pad_token_id", None)
+        if pad_id is None:
+            raise ValueError(
+                "pad_collate: the tokenizer has no pad_token_id (set tokenizer.pad_token, or pass an int)"
+            )
+    if pad_id < 0:
+        raise ValueError(f"pad_collate: pad id must be >= 0, got {pad_id}")
+
+    def collate(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not examples:
+            raise ValueError("pad_collate: empty batch")
+        rows = []
+        for i, example in enumerate(examples):
+            if "input_ids" not in example:
+                raise ValueError(f"pad_collate: example {i} has no 'input_ids'")
+            ids = torch.as_tensor(example["input_ids"], dtype=torch.long).flatten()
+            if ids.numel() == 0:
+                raise ValueError(f"pad_collate: example {i} has empty 'input_ids'")
+            mask = torch.as_tensor(
+                example.get("attention_mask", torch.ones_like(ids)), dtype=torch.long
+            ).flatten()
+            labels = example.get("labels")
+            labels = ids.masked_fill(mask == 0, IGNORE_INDEX) if labels is None else torch.as_tensor(labels)
+            labels = labels.to(torch.long).flatten()
+            for name, tensor in (("attention_mask", mask), ("labels", labels)):
+                if tensor.numel() != ids.numel():
+                    raise ValueError(
+                        f"pad_collate: example {i} has {tensor.numel()} {name} for {ids.numel()} input_ids"
+                    )
+            rows.append((ids, mask, labels))
+        width = max(ids.numel() for ids, _, _ in rows)
+        batch = {
+            "input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+            "labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
+        }
+        for i, (ids, mask, labels) in enumerate(rows):
+            batch["input_ids"][i, : ids.numel()] = ids
+            batch["attention_mask"][i, : ids.numel()] = mask
+            batch["labels"][i, : ids.numel()] = labels
+        for key in examples[0].keys() - batch.keys():
+            values = [example.get(key) for example in examples]
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            batch[key] = torch.tensor(values) if numeric else values
+        return batch
 
     return collate
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    gen = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(n, generator=gen).tolist()
+def stack_collate(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Default collate: stack each field of equally shaped examples (use `pad_collate` for ragged ones)."""
+    try:
+        return {key: torch.stack([torch.as_tensor(ex[key]) for ex in examples]) for key in examples[0]}
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(
+            f"train: examples cannot be stacked ({err}); pass collate_fn=pad_collate(...)"
+        ) from None
 
 
-class _ResumableOrder(torch.utils.data.Sampler):
-    """Indices of one epoch in the seeded order, starting after `skip` already-consumed examples."""
-
-    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0):
-        self.order = _epoch_order(n, seed, epoch)[skip:]
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
+# --- data order, schedule, precision ----------------------------------------------------------------
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a folder without its `state.json` is incomplete)."""
-    root = output_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    done = [p for p in root.glob("step_*") if (p / "state.json").exists() and not p.name.endswith(".tmp")]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+@lru_cache(maxsize=4)
+def epoch_permutation(n_examples: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The example order of one epoch: a permutation that depends only on (seed, epoch)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+    return tuple(rng.permutation(n_examples).tolist())
 
 
-def _save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, keep: int) -> None:
-    root = output_dir / "checkpoints"
-    final = root / f"step_{state['step']}"
-    tmp = root / f"step_{state['step']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.save_state(str(tmp))
-    (tmp / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in _checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+def step_batches(
+    n_examples: int,
+    batch_size: int,
+    grad_accum: int,
+    seed: int,
+    step: int,
+    num_processes: int = 1,
+    process_index: int = 0,
+) -> list[list[int]]:
+    """Example indices of the `grad_accum` micro-batches this process feeds to optimizer step `step` (0-based).
+
+    A step consumes the next batch_size * grad_accum * num_processes examples of the epoch's permutation;
+    micro-batch m of process p takes slot m * num_processes + p. The remainder of an epoch is dropped.
+    """
+    per_step = batch_size * grad_accum * num_processes
+    steps_per_epoch = n_examples // per_step
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"train: dataset has {n_examples} examples, fewer than one optimizer step needs "
+            f"(batch_size {batch_size} x grad_accum {grad_accum} x {num_processes} processes)"
+        )
+    epoch, position = divmod(step, steps_per_epoch)
+    chunk = epoch_permutation(n_examples, seed, epoch)[position * per_step : (position + 1) * per_step]
+    slots = [chunk[k * batch_size : (k + 1) * batch_size] for k in range(grad_accum * num_processes)]
+    return [list(slots[m * num_processes + process_index]) for m in range(grad_accum)]
 
 
-def _precision(config: TrainConfig) -> str:
-    if config.mixed_precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
-    return config.mixed_precision
-
-
-def train(
-    model: torch.nn.Module,
-    dataset: Sequence,
-    loss_fn: LossFn,
-    config: TrainConfig,
-    collate_fn: Callable | None = None,
-) -> TrainResult:
-    """Train `model` in place for `config.max_steps` optimizer steps; see the module docstring."""
-    if len(dataset) == 0:
-        raise ValueError("train: the dataset is empty")
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(config.seed)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum,
-        mixed_precision=_precision(config),
-        log_with="tensorboard",
-        project_dir=str(out),
-    )
-    accelerator.init_trackers("tb", config={k: v for k, v in asdict(config).items() if k != "extra"})
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
-    scheduler = get_scheduler(
-        "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule,
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_steps`, then constant, linear decay to 0, or cosine decay to 0 at max_steps."""
+    return get_scheduler(
+        SCHEDULES[config.lr_schedule],
         optimizer,
         num_warmup_steps=config.warmup_steps,
         num_training_steps=config.max_steps,
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    step, epoch, consumed, losses = 0, 0, 0, []
-    done = _checkpoints(out) if config.resume else []
-    if done:
-        accelerator.load_state(str(done[-1]))
-        saved = json.loads((done[-1] / "state.json").read_text())
-        step, epoch, consumed, losses = saved["step"], saved["epoch"], saved["consumed"], saved["losses"]
 
-    bar = tqdm(total=config.max_steps, initial=step, disable=not config.progress, desc="train", leave=False)
-    micro, window = 0, []
-    while step < config.max_steps:
-        sampler = _ResumableOrder(len(dataset), config.seed, epoch, skip=consumed)
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn)
-        for batch in loader:
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss, metrics = loss_fn(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            consumed += len(next(iter(batch.values())))
-            window.append(float(loss.detach()))
-            micro += 1
-            if micro % config.grad_accum:
-                continue
-            step += 1
-            losses.append(sum(window) / len(window))
-            window = []
-            lr = scheduler.get_last_lr()[0]
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-            if step % config.log_every == 0 or step == config.max_steps:
-                accelerator.log({"train/loss": losses[-1], "train/lr": lr, **_prefixed(metrics)}, step=step)
-            last_in_epoch = consumed >= len(dataset)
-            if step == config.max_steps or (config.save_every and step % config.save_every == 0):
-                state = {"step": step, "epoch": epoch + last_in_epoch, "consumed": 0 if last_in_epoch else consumed}
-                _save_checkpoint(accelerator, out, {**state, "losses": losses}, config.keep_checkpoints)
-            if step == config.max_steps:
-                break
-        else:
-            epoch, consumed = epoch + 1, 0
+def resolve_mixed_precision(requested: str, cuda_bf16: bool) -> str:
+    """accelerate's mixed_precision value: "auto" means bf16 where CUDA supports it and fp32 ("no") elsewhere."""
+    if requested == "auto":
+        return "bf16" if cuda_bf16 else "no"
+    return requested
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("train: the model has no trainable parameters")
+    if weight_decay == 0:
+        return [{"params": params, "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+_STEP_DIR = re.compile(r"step_(\d+)")
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under `output_dir/checkpoints`, oldest first.
+
+    Complete = a `step_<n>` folder holding `trainer_state.json`, which `_save_checkpoint` writes last,
+    before the rename; any other folder (a killed save, a `.tmp`) is ignored.
+    """
+    root = Path(output_dir) / "checkpoints"
+    found = []
+    for path in root.iterdir() if root.is_dir() else []:
+        match = _STEP_DIR.fullmatch(path.name)
+        if not (match and path.is_dir()):
             continue
-        break
+        if (path / STATE_FILE).is_file():
+            found.append((int(match[1]), path))
+        else:
+            logger.warning("%s has no %s (half-written checkpoint): ignored", path, STATE_FILE)
+    return [path for _, path in sorted(found)]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, out: Path, step: int, losses: list[float], config: TrainConfig
+) -> None:
+    final, tmp = out / "checkpoints" / f"step_{step}", out / "checkpoints" / f"step_{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, RNG states of every process
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json(tmp / STATE_FILE, {"step": step, "losses": losses, "config": asdict(config)})
+        shutil.rmtree(final, ignore_errors=True)  # a half-written folder of the same name
+        tmp.rename(final)
+        for old in complete_checkpoints(out)[: -config.keep_checkpoints]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def _check_resumable(checkpoint: Path, saved: dict[str, Any], config: TrainConfig) -> None:
+    for name in TRAJECTORY_FIELDS:
+        if saved.get(name) != getattr(config, name):
+            raise ValueError(
+                f"{checkpoint}: written with {name}={saved.get(name)!r}, the config says "
+                f"{getattr(config, name)!r}; use the same settings, resume=False or a new output_dir"
+            )
+
+
+def _save_final(accelerator: Accelerator, model: torch.nn.Module, out: Path) -> None:
+    state_dict = accelerator.get_state_dict(model)  # every process: gathers sharded (FSDP / ZeRO-3) weights
+    if accelerator.is_main_process:
+        final, tmp = out / "final", out / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped = accelerator.unwrap_model(model)
+        if hasattr(unwrapped, "save_pretrained"):
+            unwrapped.save_pretrained(tmp, state_dict=state_dict)
+        else:
+            tmp.mkdir(parents=True)
+            accelerator.save(state_dict, tmp / "model.safetensors", safe_serialization=True)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+
+
+def _hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
+    """The config as TensorBoard hparams (scalars only: None and nested values become strings)."""
+    flat = {k: v for k, v in asdict(config).items() if k != "extra"}
+    flat.update({f"extra.{k}": v for k, v in config.extra.items()})
+    return {
+        k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
+        for k, v in flat.items()
+    }
+
+
+def _release_accelerate_state(mixed_precision: str) -> None:
+    # accelerate keeps one process-wide state and refuses an Accelerator with another precision; a stage
+    # that trains in bf16 after one in fp32 (same process) needs it rebuilt.
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != mixed_precision:
+        AcceleratorState._reset_state()
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: Sequence[Any],
+    loss_fn: LossFn,
+    config: TrainConfig,
+    collate_fn: Callable[[list[Any]], dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train `model` in place for `config.max_steps` optimizer steps (see the module docstring).
+
+    `dataset`: anything with len() and integer indexing (list, torch or HF Dataset); `collate_fn`
+    (default `stack_collate`) turns a list of its items into a batch dict. `loss_fn(model, batch)` runs
+    under autocast and returns (loss, metrics); metrics are averaged over a step's micro-batches and
+    logged as train/<name>. The global RNGs are seeded with `config.seed`. Pass fp32 weights: bf16
+    autocast gives the speed, and AdamW on bf16 weights loses small updates. The model ends in eval mode
+    on the accelerator's device.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train: config must be a TrainConfig, got {type(config).__name__}")
+    collate = collate_fn or stack_collate
+    n_examples, out = len(dataset), Path(config.output_dir)
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    mixed_precision = resolve_mixed_precision(config.mixed_precision, cuda_bf16)
+    _release_accelerate_state(mixed_precision)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=mixed_precision,
+        log_with="tensorboard",
+        project_dir=str(out),
+    )
+    n_procs, rank = accelerator.num_processes, accelerator.process_index
+    plan = (n_examples, config.batch_size, config.grad_accum, config.seed)
+    step_batches(*plan, 0, n_procs, rank)  # raises here on a dataset smaller than one optimizer step
+
+    set_seed(config.seed)
+    model.to(accelerator.device)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)  # stepped by hand: once per optimizer step, any world size
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not config.resume:  # start over: a stale checkpoint must never be resumed later
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for stale in (out / "checkpoints").glob("step_*.tmp"):
+            shutil.rmtree(stale)
+        _write_json(out / "train_config.json", asdict(config))
+    accelerator.wait_for_everyone()
+    step, losses, done = 0, [], complete_checkpoints(out)
+    if done:
+        state = json.loads((done[-1] / STATE_FILE).read_text())
+        _check_resumable(done[-1], state["config"], config)
+        accelerator.load_state(str(done[-1]))
+        step, losses = state["step"], state["losses"]
+    accelerator.init_trackers("tensorboard", config=_hparams(config))
+    if config.progress:
+        resumed = f" (resuming at step {step} from {done[-1]})" if done else ""
+        accelerator.print(f"train: {json.dumps(asdict(config), default=str)}{resumed}")
+
+    model.train()
+    bar = tqdm(
+        total=config.max_steps,
+        initial=step,
+        desc="train",
+        disable=not (config.progress and accelerator.is_local_main_process),
+    )
+    while step < config.max_steps:
+        lr = scheduler.get_last_lr()[0]
+        loss_sum, metric_sums = torch.zeros((), device=accelerator.device), {}
+        for indices in step_batches(*plan, step, n_procs, rank):
+            batch = send_to_device(collate([dataset[i] for i in indices]), accelerator.device)
+            # accumulate(): gradients are all-reduced on the step's last micro-batch only.
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss, metrics = loss_fn(model, batch)
+                accelerator.backward(loss)  # scaled by 1 / grad_accum: the step's gradient is the mean
+            loss_sum += loss.detach().float()
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + float(value) / config.grad_accum
+        grad_norm = None
+        if config.max_grad_norm is not None:
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(accelerator.reduce(loss_sum / config.grad_accum, "mean").item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+        if step % config.log_every == 0 or step == config.max_steps:
+            scalars = {f"train/{name}": value for name, value in metric_sums.items()}
+            scalars.update({"train/loss": losses[-1], "train/lr": lr})
+            if grad_norm is not None:
+                scalars["train/grad_norm"] = grad_norm
+            accelerator.log(scalars, step=step)
+        if step == config.max_steps or (config.save_every and step % config.save_every == 0):
+            _save_checkpoint(accelerator, out, step, losses, config)
     bar.close()
 
-    unwrapped = accelerator.unwrap_model(model)
-    if hasattr(unwrapped, "save_pretrained"):
-        unwrapped.save_pretrained(out / "final", safe_serialization=True)
-    else:
-        (out / "final").mkdir(exist_ok=True)
-        torch.save(unwrapped.state_dict(), out / "final" / "state_dict.pt")
-    final_loss = losses[-1] if losses else math.nan
-    (out / "metrics.json").write_text(json.dumps({"final_loss": final_loss, "steps": step, "losses": losses}))
+    _save_final(accelerator, model, out)
+    if accelerator.is_main_process:
+        summary = {"final_loss": losses[-1], "steps": step, "losses": losses, "config": asdict(config)}
+        _write_json(out / "metrics.json", summary)
     accelerator.end_training()
-    return TrainResult(final_loss=final_loss, losses=losses, steps=step, output_dir=str(out))
-
-
-def _prefixed(metrics: dict) -> dict:
-    return {f"train/{k}": float(v) for k, v in metrics.items() if k != "loss"}
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()  # also drops the autocast forward wrapper
+    accelerator.free_memory()
+    return TrainResult(final_loss=losses[-1], losses=list(losses), steps=step, output_dir=str(out))
