@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller batches (a smoke test)")
+    parser.add_argument("--generation-only", action="store_true", help="skip the training benchmark")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.gpu_bench needs a CUDA device")
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
     del model
     torch.cuda.empty_cache()
+    if args.generation_only:
+        return 0
     print("\n## Training, Qwen2.5-0.5B config, fp32 master weights\n")
     train_model = AutoModelForCausalLM.from_config(Qwen2Config(**QWEN25_05B), dtype=torch.float32).cuda()
     for line in bench_training(train_model, steps=10 if args.quick else 30, seq=512, batch=8):

@@ -156,11 +156,12 @@ class HFGenerator:
             input_ids[r, width - len(ids) :] = torch.tensor(ids)
             attention[r, width - len(ids) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
-        tokens = [[] for _ in rows]
-        logprobs = [[] for _ in rows]
-        tops = [[] for _ in rows] if params.logprobs is not None else None
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        finish = ["length"] * batch
+        eos = torch.tensor(sorted(self.eos_ids) or [-1], device=device)
+        # Everything stays on the device until the end: one host sync per step (the all-done check).
+        steps_tokens, steps_lps, steps_top = [], [], []
+        alive = torch.ones(batch, dtype=torch.bool, device=device)  # still generating before this step
+        alive_at = []
+        stopped_by_string = [False] * batch
         past, step_ids = DynamicCache(), input_ids
         for _ in range(params.max_tokens):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_ids.shape[1] :]
@@ -174,33 +175,44 @@ class HFGenerator:
             past = out.past_key_values
             raw = out.logits[:, -1].float().log_softmax(-1)  # [batch, vocab], the unmodified distribution
             chosen = _sample(raw, params)
-            chosen_lp = raw.gather(1, chosen[:, None])[:, 0]
-            top = raw.topk(params.logprobs, dim=-1) if params.logprobs else None
-            chosen_cpu, lp_cpu = chosen.tolist(), chosen_lp.tolist()
-            for r in range(batch):
-                if finished[r]:
-                    continue
-                tokens[r].append(chosen_cpu[r])
-                logprobs[r].append(lp_cpu[r])
-                if tops is not None:
-                    entry = dict(zip(top.indices[r].tolist(), top.values[r].tolist())) if top else {}
-                    entry[chosen_cpu[r]] = lp_cpu[r]
-                    tops[r].append(entry)
-                if chosen_cpu[r] in self.eos_ids or (params.stop and self._hit_stop(tokens[r], params.stop)):
-                    finished[r] = True
-                    finish[r] = "stop"
-            if bool(finished.all()):
+            steps_tokens.append(chosen)
+            steps_lps.append(raw.gather(1, chosen[:, None])[:, 0])
+            if params.logprobs:
+                steps_top.append(raw.topk(params.logprobs, dim=-1))
+            alive_at.append(alive)
+            alive = alive & ~torch.isin(chosen, eos)
+            if params.stop:  # stop strings need text: decode the tails on the host
+                tokens_so_far = torch.stack(steps_tokens, 1).tolist()
+                lengths_now = torch.stack(alive_at, 1).sum(1).tolist()
+                for r, was_alive in enumerate(alive_at[-1].tolist()):
+                    if was_alive and not stopped_by_string[r]:
+                        stopped_by_string[r] = self._hit_stop(tokens_so_far[r][: lengths_now[r]], params.stop)
+                alive = alive & ~torch.tensor(stopped_by_string, device=device)
+            if not bool(alive.any()):
                 break
             step_ids = chosen[:, None]
             attention = torch.cat([attention, attention.new_ones(batch, 1)], dim=1)
+        tokens = torch.stack(steps_tokens, 1).tolist()
+        lps = torch.stack(steps_lps, 1).tolist()
+        lengths = torch.stack(alive_at, 1).sum(1).tolist()
+        top_idx = torch.stack([t.indices for t in steps_top], 1).tolist() if steps_top else None
+        top_val = torch.stack([t.values for t in steps_top], 1).tolist() if steps_top else None
         out_rows = []
         for r, (idx, _) in enumerate(rows):
-            ids = tokens[r]
-            text_ids = ids[:-1] if ids and ids[-1] in self.eos_ids else ids
+            n = lengths[r]
+            ids, row_lps = tokens[r][:n], lps[r][:n]
+            ended_eos = bool(ids) and ids[-1] in self.eos_ids
+            finish = "stop" if ended_eos or stopped_by_string[r] else "length"
+            top = None
+            if params.logprobs is not None:
+                top = []
+                for s in range(n):
+                    entry = dict(zip(top_idx[r][s], top_val[r][s])) if top_idx else {}
+                    entry[ids[s]] = row_lps[s]
+                    top.append(entry)
+            text_ids = ids[:-1] if ended_eos else ids
             text, _ = _cut_at_stop(self.tokenizer.decode(text_ids, skip_special_tokens=True), params.stop)
-            out_rows.append(
-                Completion(idx, text, ids, logprobs[r], tops[r] if tops is not None else None, finish[r])
-            )
+            out_rows.append(Completion(idx, text, ids, row_lps, top, finish))
         return out_rows
 
     def _hit_stop(self, ids: list[int], stops: Sequence[str]) -> bool:
