@@ -171,6 +171,7 @@ class HFGenerator:
                 position_ids=positions,
                 past_key_values=past,
                 use_cache=True,
+                logits_to_keep=1,  # the prefill needs only the last position's logits
             )
             past = out.past_key_values
             raw = out.logits[:, -1].float().log_softmax(-1)  # [batch, vocab], the unmodified distribution
