@@ -5,8 +5,10 @@ SCALE ?= toy
 PY := .venv/bin/python
 STAMP := .venv/.installed
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-# Fastest measured on 2 cores: one intra-op thread per process (see benchmarks/RESULTS.md).
-export OMP_NUM_THREADS ?= 1
+# Threads: on 2 cores one process runs fastest with both (9.8 s vs 13.9 s), but two processes at once
+# run 2.7x slower with 2 threads each than with 1 (benchmarks/RESULTS.md). Tests start subprocesses
+# (vLLM, kill-and-resume), so they run with 1 thread; `reproduce` keeps torch's default.
+TEST_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
@@ -45,10 +47,10 @@ reproduce: $(STAMP)
 	$(PY) -m common.reproduce $(PAPER) --scale $(SCALE)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
