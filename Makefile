@@ -56,7 +56,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 tables: $(STAMP)
-	$(PY) -m common.results tables
+	$(PY) -m common.tables tables
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

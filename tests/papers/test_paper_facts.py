@@ -1,0 +1,63 @@
+"""Each paper folder's facts: published.csv equals the spec's, claims.yaml names real rows."""
+
+import csv
+import filecmp
+from pathlib import Path
+
+import pytest
+
+from common import results
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO / ".." / "shared" / "papers"
+# Published deltas recomputed by hand from the spec's text (abstract / claim sections).
+EXPECTED_DELTAS = {
+    ("qrm", "reinforce_qrm_beats_orm"): 4.70,
+    ("qrm", "ppo_qrm_beats_orm"): 5.85,
+    ("qrm", "reinforce_qrm_beats_dpo_rm"): 5.73,
+    ("ipvrm", "ipvrm_processbench_beats_implicit_prm"): 39.1 - 25.4,
+    ("ipvrm", "distrl_beats_grpo_with_ipvrm"): 16.7 - 16.3,
+    ("proxykd", "proxykd_beats_blackbox_kd"): 56.78 - 53.66,
+    ("adkd", "adkd_beats_mgskd"): 1.9,
+    ("socialbench", "closed_beats_best_open"): 79.39 - 73.97,
+    ("umi", "umi_beats_single_llm_act_em"): 58.94 - 53.26,
+}
+
+
+@pytest.mark.parametrize("slug", list(results.PAPERS))
+def test_published_csv_is_the_specs(slug):
+    ours = REPO / "papers" / slug / "published.csv"
+    theirs = SHARED / f"{slug}.published.csv"
+    if not theirs.exists():
+        pytest.skip("../shared is not beside this checkout")
+    assert filecmp.cmp(ours, theirs, shallow=False)
+    with open(ours, newline="") as f:
+        assert tuple(csv.DictReader(f).fieldnames) == results.RESULT_COLUMNS
+
+
+@pytest.mark.parametrize("slug", list(results.PAPERS))
+def test_claims_name_existing_rows_and_sensible_deltas(slug):
+    claims = results.load_claims(slug)
+    published = results.load_published(slug)
+    assert 2 <= len(claims) <= 5 and len({c["id"] for c in claims}) == len(claims)
+    for claim in claims:
+        block = claim["published"]
+        delta = results.block_delta(block, published)
+        if "unavailable" in block:
+            assert delta is None
+            continue
+        assert delta is not None, f"{slug}/{claim['id']}: its published rows are not in published.csv"
+        expected = EXPECTED_DELTAS.get((slug, claim["id"]))
+        if expected is not None:
+            assert delta == pytest.approx(expected, abs=1e-6)
+        if "delta_method" not in block:  # the published direction agrees with the claim's
+            assert (delta > 0) == (claim["direction"] == "higher"), claim["id"]
+        toy = claim["toy"]
+        assert {"method", "baseline"} <= set(toy) or "delta_method" in toy
+
+
+@pytest.mark.parametrize("slug", list(results.PAPERS))
+def test_readme_has_claim_and_generated_block(slug):
+    text = (REPO / "papers" / slug / "README.md").read_text()
+    assert "## Claim" in text or "## The claim" in text
+    assert results.PAPER_BLOCK[0] in text and results.PAPER_BLOCK[1] in text
