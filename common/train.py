@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,13 +45,21 @@ from accelerate.utils import send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from common.checkpoints import (
+    STATE_FILE,
+    check_resumable,
+    complete_checkpoints,
+    save_checkpoint,
+    save_final,
+    write_json,
+)
+
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 IGNORE_INDEX = -100
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-STATE_FILE = "trainer_state.json"
 _INT_MINIMA = {
     "max_steps": 1,
     "batch_size": 1,
@@ -297,79 +304,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     ]
 
 
-# --- checkpoints ------------------------------------------------------------------------------------
-
-_STEP_DIR = re.compile(r"step_(\d+)")
-
-
-def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints under `output_dir/checkpoints`, oldest first.
-
-    Complete = a `step_<n>` folder holding `trainer_state.json`, which `_save_checkpoint` writes last,
-    before the rename; any other folder (a killed save, a `.tmp`) is ignored.
-    """
-    root = Path(output_dir) / "checkpoints"
-    found = []
-    for path in root.iterdir() if root.is_dir() else []:
-        match = _STEP_DIR.fullmatch(path.name)
-        if not (match and path.is_dir()):
-            continue
-        if (path / STATE_FILE).is_file():
-            found.append((int(match[1]), path))
-        else:
-            logger.warning("%s has no %s (half-written checkpoint): ignored", path, STATE_FILE)
-    return [path for _, path in sorted(found)]
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
-def _save_checkpoint(
-    accelerator: Accelerator, out: Path, step: int, losses: list[float], config: TrainConfig
-) -> None:
-    final, tmp = out / "checkpoints" / f"step_{step}", out / "checkpoints" / f"step_{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, RNG states of every process
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _write_json(tmp / STATE_FILE, {"step": step, "losses": losses, "config": asdict(config)})
-        shutil.rmtree(final, ignore_errors=True)  # a half-written folder of the same name
-        tmp.rename(final)
-        for old in complete_checkpoints(out)[: -config.keep_checkpoints]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
-def _check_resumable(checkpoint: Path, saved: dict[str, Any], config: TrainConfig) -> None:
-    for name in TRAJECTORY_FIELDS:
-        if saved.get(name) != getattr(config, name):
-            raise ValueError(
-                f"{checkpoint}: written with {name}={saved.get(name)!r}, the config says "
-                f"{getattr(config, name)!r}; use the same settings, resume=False or a new output_dir"
-            )
-
-
-def _save_final(accelerator: Accelerator, model: torch.nn.Module, out: Path) -> None:
-    state_dict = accelerator.get_state_dict(model)  # every process: gathers sharded (FSDP / ZeRO-3) weights
-    if accelerator.is_main_process:
-        final, tmp = out / "final", out / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(model)
-        if hasattr(unwrapped, "save_pretrained"):
-            unwrapped.save_pretrained(tmp, state_dict=state_dict)
-        else:
-            tmp.mkdir(parents=True)
-            accelerator.save(state_dict, tmp / "model.safetensors", safe_serialization=True)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    accelerator.wait_for_everyone()
-
-
 def _hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
     """The config as TensorBoard hparams (scalars only: None and nested values become strings)."""
     flat = {k: v for k, v in asdict(config).items() if k != "extra"}
@@ -437,12 +371,12 @@ def train(
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
         for stale in (out / "checkpoints").glob("step_*.tmp"):
             shutil.rmtree(stale)
-        _write_json(out / "train_config.json", asdict(config))
+        write_json(out / "train_config.json", asdict(config))
     accelerator.wait_for_everyone()
     step, losses, done = 0, [], complete_checkpoints(out)
     if done:
         state = json.loads((done[-1] / STATE_FILE).read_text())
-        _check_resumable(done[-1], state["config"], config)
+        check_resumable(done[-1], state["config"], config, TRAJECTORY_FIELDS)
         accelerator.load_state(str(done[-1]))
         step, losses = state["step"], state["losses"]
     accelerator.init_trackers("tensorboard", config=_hparams(config))
@@ -487,13 +421,13 @@ def train(
                 scalars["train/grad_norm"] = grad_norm
             accelerator.log(scalars, step=step)
         if step == config.max_steps or (config.save_every and step % config.save_every == 0):
-            _save_checkpoint(accelerator, out, step, losses, config)
+            save_checkpoint(accelerator, out, step, losses, config)
     bar.close()
 
-    _save_final(accelerator, model, out)
+    save_final(accelerator, model, out)
     if accelerator.is_main_process:
         summary = {"final_loss": losses[-1], "steps": step, "losses": losses, "config": asdict(config)}
-        _write_json(out / "metrics.json", summary)
+        write_json(out / "metrics.json", summary)
     accelerator.end_training()
     accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()  # also drops the autocast forward wrapper
     accelerator.free_memory()
