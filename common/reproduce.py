@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     write_tables([args.paper])
     print(f"results in {out}\n")
-    print(render_paper_block(args.paper))
+    print(render_paper_block(args.paper, scales=[args.scale]))
     return 0
 
 

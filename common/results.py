@@ -12,15 +12,25 @@ sign method - baseline should have), and two blocks naming rows:
                                                                          # row whose value is the delta
     toy:       {filter: {...}, method: M, baseline: B}                   # rows of the toy pipeline
 A block's value for a method is the mean over the rows matching the filter and method (several seeds
-give several rows). At toy scale only the direction is compared (ARCHITECTURE.md); at small/paper
-scale the `published` block is evaluated on the reproduced rows too, and every reproduced row with a
-published twin is compared within a tolerance.
+give several rows); `column:` names the column holding M and B when it is not `method` (e.g. `model`
+for a benchmark paper). A block with `unavailable: <why>` has no numbers (the spec found none, or the
+comparison cannot be run at toy scale). A toy block may also set `direction:` (its metric's own sense,
+e.g. a KL where the paper reports accuracy) and `margin:` (the claim holds only when the signed delta
+is at least this, the spec's toy pass threshold; default: strictly positive).
+At toy scale only the direction is compared (ARCHITECTURE.md); at small/paper scale the `published`
+block is evaluated on the reproduced rows too, and every reproduced row with a published twin is
+compared within an absolute tolerance (`diff --tolerance`, default 1.0 point).
 
-Toy naming convention for pipelines: `table=toy`, `setting` = the world and its seed, `model` = the
-tiny preset, `method` = the paper's method names as in published.csv, `benchmark` = e.g. `toy-arith`.
+Toy naming convention for pipelines (the names the toy blocks of claims.yaml use):
+`table=toy`; `setting` = the world and its seed (e.g. `arith seed 0`); `model` = the tiny preset;
+`method` = the paper's method names as spelled in published.csv (`REINFORCE+Q-RM`, `Proxy-KD`, ...);
+`benchmark` = `toy-arith` (test split of the common/synthetic world), `toy-arith-ood` (its harder
+split), `toy-processbench` (flawed rationales with first-error labels) or the paper's own toy world
+(`toy-signal-sum`, `toy-tools`, `synthetic-SA`/`synthetic-SP`); `metric` = as in the paper where it
+exists (`pass@1`, `accuracy`, `F1`, `Act. EM`). One row per seed; the claim uses their mean.
 
-    python -m common.results tables [--paper SLUG]       # rewrite the generated README blocks
-    python -m common.results diff SLUG [--scale toy]     # print published | reproduced | delta | holds
+    python -m common.results tables [--paper SLUG] [--scale toy]   # rewrite the generated README blocks
+    python -m common.results diff SLUG [--scale toy] [--tolerance 1.0]   # print one paper's comparison
 """
 
 from __future__ import annotations
@@ -221,21 +231,43 @@ class ClaimResult:
     published_delta: float | None
     reproduced_delta: float | None
     holds: bool | None
-    """None when the reproduced rows are missing."""
+    """None when the reproduced rows are missing or the comparison is unavailable at this scale."""
+    note: str | None = None
+    """Why there is no verdict: the block's `unavailable` reason, or `no rows`."""
 
 
 def load_claims(slug: str, root: Path | None = None) -> list[dict]:
+    """The validated claims of papers/<slug>/claims.yaml (schema in this module's docstring)."""
     path = paper_dir(slug, root) / "claims.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    claims = data.get("claims")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ResultsError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    claims = data.get("claims") if isinstance(data, dict) else None
     if not isinstance(claims, list) or not claims:
         raise ResultsError(f"{path}: needs a non-empty list under 'claims:'")
     for i, claim in enumerate(claims):
+        if not isinstance(claim, dict):
+            raise ResultsError(
+                f"{path} claim {i}: must be a mapping with id, statement, direction, published, toy"
+            )
         for key in ("id", "statement", "direction", "published", "toy"):
             if key not in claim:
                 raise ResultsError(f"{path} claim {i}: field {key!r} missing")
-        if claim["direction"] not in ("higher", "lower"):
-            raise ResultsError(f"{path} claim {claim['id']}: direction must be higher or lower")
+        for where, block in (("", claim), (" toy", claim["toy"] if isinstance(claim["toy"], dict) else {})):
+            if block.get("direction", "higher") not in ("higher", "lower"):
+                raise ResultsError(f"{path} claim {claim['id']}{where}: direction must be higher or lower")
+        for name in ("published", "toy"):
+            block = claim[name]
+            if not isinstance(block, dict) or not (
+                "unavailable" in block or "delta_method" in block or {"method", "baseline"} <= set(block)
+            ):
+                raise ResultsError(
+                    f"{path} claim {claim['id']}: {name} needs method + baseline, delta_method or unavailable"
+                )
+        margin = claim["toy"].get("margin", 0)
+        if not isinstance(margin, (int, float)) or margin < 0:
+            raise ResultsError(f"{path} claim {claim['id']}: toy margin must be a number >= 0")
     return claims
 
 
@@ -270,21 +302,42 @@ def block_delta(block: dict, rows: list[dict] | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def claim_holds(delta: float | None, direction: str, margin: float = 0.0) -> bool | None:
+    """Does `delta` = method - baseline point the claimed way, by at least `margin` (strictly if 0)?"""
+    if delta is None:
+        return None
+    signed = delta if direction == "higher" else -delta
+    return signed >= margin if margin > 0 else signed > 0
+
+
 def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[ClaimResult]:
+    """Per claim: the published delta, the delta on results/<scale>/reproduced.csv and whether it holds.
+
+    Toy scale reads each claim's `toy` block (its own direction and margin if set); small and paper
+    scales read the `published` block, so the reproduced rows must carry the published names.
+    """
     published, reproduced = load_published(slug, root), load_reproduced(slug, scale, root)
     results = []
     for claim in load_claims(slug, root):
         block = claim["toy"] if scale == "toy" else claim["published"]
+        direction = block.get("direction", claim["direction"]) if scale == "toy" else claim["direction"]
         got = block_delta(block, reproduced) if "delta_method" not in block else None
-        holds = None if got is None else (got > 0 if claim["direction"] == "higher" else got < 0)
+        holds = claim_holds(got, direction, block.get("margin", 0) if scale == "toy" else 0)
+        if "unavailable" in block:
+            note = f"not checkable at {scale} scale: {block['unavailable']}"
+        elif "delta_method" in block:
+            note = f"published as a delta; compare the per-row numbers at {scale} scale"
+        else:
+            note = None if holds is not None else "no rows yet"
         results.append(
             ClaimResult(
                 claim["id"],
                 claim["statement"],
-                claim["direction"],
+                direction,
                 block_delta(claim["published"], published),
                 got,
                 holds,
+                note,
             )
         )
     return results
@@ -303,11 +356,8 @@ def compare_numbers(slug: str, scale: str, tolerance: float = 1.0, root: Path | 
     return out
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.2f}"
+if __name__ == "__main__":
+    # `python -m common.results tables|diff ...`: the commands live beside the renderers.
+    from common.tables import main
 
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    raise SystemExit(main())

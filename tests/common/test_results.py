@@ -3,6 +3,8 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,6 +145,19 @@ def test_small_scale_compares_numbers_with_tolerance(root):
     compared = results.compare_numbers("qrm", "small", tolerance=1.0, root=root)
     assert [c["within"] for c in compared] == [True, False]
     assert compared[1]["delta"] == pytest.approx(-3.0)
+    assert [c["within"] for c in results.compare_numbers("qrm", "small", tolerance=5.0, root=root)] == [
+        True,
+        True,
+    ]
+    # small scale reads the published block on the reproduced rows
+    shift = {rows[0]["method"]: 0.5, rows[1]["method"]: -3.0}
+    ppo = {c.id: c for c in results.evaluate_claims("qrm", "small", root)}["ppo_qrm_beats_orm"]
+    expected = ppo.published_delta + shift["PPO+Q-RM"] - shift["PPO+ORM"]
+    assert ppo.reproduced_delta == pytest.approx(expected) and ppo.holds is (expected > 0)
+    block = tables.render_paper_block("qrm", root, scales=["small"], tolerance=1.0)
+    assert (
+        "within ±1: 1/2 rows" in block and "Claims at small scale" in block and "Claims at toy" not in block
+    )
 
 
 def test_tables_rewrite_only_the_marked_blocks(root):
@@ -156,7 +171,11 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert "A user's note below the block." in text and "## Claim" in text
     assert "| yes |" in text and "Reproduced, toy scale" in text
     top = (root / "README.md").read_text()
-    assert "| [qrm](papers/qrm/README.md) | reward model + RL | not built yet | toy | 1/3 hold |" in top
+    assert (
+        "| [qrm](papers/qrm/README.md) | reward model + RL | not built yet | toy | 1/1 hold, 2 without rows |"
+        in top
+    )
+    assert "| [lco](papers/lco/README.md) | RL | not built yet | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
     assert readme.read_text() == text
 
@@ -177,6 +196,72 @@ def test_bad_claims_file_names_the_field(root):
     path.write_text("claims:\n  - id: x\n    statement: s\n")
     with pytest.raises(results.ResultsError, match="field 'direction' missing"):
         results.load_claims("qrm", root)
+    good = "claims:\n  - id: x\n    statement: s\n    direction: higher\n    published: {unavailable: u}\n"
+    for toy, match in (
+        ("{method: a}", "toy needs method [+] baseline"),
+        ("{method: a, baseline: b, direction: up}", "x toy: direction must be higher or lower"),
+        ("{method: a, baseline: b, margin: -1}", "toy margin must be a number >= 0"),
+    ):
+        path.write_text(good + f"    toy: {toy}\n")
+        with pytest.raises(results.ResultsError, match=match):
+            results.load_claims("qrm", root)
+    assert str(path) in str(pytest.raises(results.ResultsError, results.load_claims, "qrm", root).value)
+    for text, match in (
+        ("claims: [\n", "not valid YAML"),
+        ("claims: [a]\n", "claim 0: must be a mapping"),
+        ("- 1\n", "non-empty list"),
+    ):
+        path.write_text(text)
+        with pytest.raises(results.ResultsError, match=match):
+            results.load_claims("qrm", root)
+
+
+def test_claim_holds_direction_and_margin():
+    assert results.claim_holds(0.5, "higher") is True
+    assert results.claim_holds(0.0, "higher") is False  # a tie is not a win
+    assert results.claim_holds(-0.5, "lower") is True and results.claim_holds(0.5, "lower") is False
+    assert results.claim_holds(0.9, "higher", margin=1.0) is False
+    assert results.claim_holds(1.0, "higher", margin=1.0) is True
+    assert results.claim_holds(-1.5, "lower", margin=1.0) is True
+    assert results.claim_holds(None, "higher") is None
+
+
+def test_toy_block_direction_margin_and_unavailable(root):
+    """A toy metric with its own sense (a KL, lower is better), a pass margin, and an uncheckable claim."""
+    (root / "papers" / "qrm" / "claims.yaml").write_text(
+        """claims:
+  - id: kl
+    statement: method is closer to the teacher
+    direction: higher
+    published: {filter: {benchmark: GSM8K+MATH average, metric: Pass@1}, method: REINFORCE+Q-RM, baseline: REINFORCE+ORM}
+    toy: {filter: {metric: KL}, method: A, baseline: B, direction: lower}
+  - id: margin
+    statement: A beats B by at least 2 points
+    direction: higher
+    published: {unavailable: not published}
+    toy: {filter: {metric: acc}, method: A, baseline: B, margin: 2.0}
+  - id: closed
+    statement: a closed model wins
+    direction: higher
+    published: {unavailable: not published}
+    toy: {unavailable: no closed model at toy scale}
+"""
+    )
+    rows = [
+        dict(table="toy", setting="s", model="m", method=m, benchmark="toy-arith", metric=k, value=v)
+        for m, k, v in (("A", "KL", 0.9), ("B", "KL", 1.1), ("A", "acc", 51.5), ("B", "acc", 50.0))
+    ]
+    results.write_results("qrm", "toy", rows, seeds=[0], config={}, wall_time_s=1, root=root)
+    got = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
+    assert got["kl"].holds is True and got["kl"].direction == "lower"
+    assert got["kl"].reproduced_delta == pytest.approx(-0.2) and got["kl"].published_delta == pytest.approx(
+        4.7
+    )
+    assert got["margin"].holds is False and got["margin"].reproduced_delta == pytest.approx(1.5)
+    assert got["closed"].holds is None and "no closed model" in got["closed"].note
+    assert tables.claims_summary("qrm", "toy", root) == "1/2 hold, 1 not checkable at toy"
+    block = tables.render_paper_block("qrm", root)
+    assert "not checkable at toy scale: no closed model at toy scale" in block and "| **no** |" in block
 
 
 def test_plot_curves_writes_a_png(tmp_path):
@@ -184,3 +269,24 @@ def test_plot_curves_writes_a_png(tmp_path):
         {"a": [(0, 1), (1, 2)], "b": [(0, 2), (1, 1)]}, tmp_path / "p.png", "t", "x", "y"
     )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "common.results", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_diff_and_bad_input():
+    out = run_cli("diff", "qrm", "--scale", "small", "--tolerance", "0.5")
+    assert (
+        out.returncode == 0 and "### Claims at small scale" in out.stdout and "REINFORCE+Q-RM" in out.stdout
+    )
+    bad = run_cli("diff", "gpt5")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith(
+        "error: unknown paper 'gpt5'; valid: qrm, lco"
+    )
+    bad = run_cli("tables", "--scale", "huge")
+    assert (
+        bad.returncode == 2 and bad.stderr.strip() == "error: unknown scale 'huge'; valid: toy, small, paper"
+    )
