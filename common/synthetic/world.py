@@ -66,11 +66,16 @@ class WorldConfig:
 
     seed: int = 0
     min_ops: int = 2
-    max_ops: int = 4
-    max_start: int = 20
-    max_operand: int = 9
-    max_value: int = 200
-    distractor_prob: float = 0.3
+    """Fewest arithmetic lines in a rationale (a "buy m groups of k" op takes two)."""
+    max_ops: int = 3
+    max_start: int = 12
+    max_operand: int = 6
+    """Largest number added, subtracted, or in a group."""
+    max_factor: int = 3
+    """Largest multiplier / divisor."""
+    max_value: int = 60
+    """No intermediate value exceeds this."""
+    distractor_prob: float = 0.2
     n_train: int = 4000
     n_validation: int = 300
     n_test: int = 500
@@ -207,14 +212,14 @@ def _sample_problem(rng: random.Random, cfg: WorldConfig, index: int) -> Problem
                 continue
             op = Op("sub", rng.randint(1, min(cfg.max_operand, value - 1)))
         elif kind == "mul":
-            op = Op("mul", rng.randint(2, 4))
+            op = Op("mul", rng.randint(2, cfg.max_factor))
         elif kind == "div":
-            divisors = [d for d in range(2, 6) if value % d == 0 and value // d >= 1]
+            divisors = [d for d in range(2, cfg.max_factor + 1) if value % d == 0]
             if not divisors:
                 continue
             op = Op("div", rng.choice(divisors))
         else:
-            op = Op("group", rng.randint(2, cfg.max_operand), m=rng.randint(2, 5))
+            op = Op("group", rng.randint(2, cfg.max_operand), m=rng.randint(2, cfg.max_factor))
         new = value + op.m * op.k if kind == "group" else apply(kind, value, op.k)
         if new > cfg.max_value:
             continue
