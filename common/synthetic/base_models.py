@@ -45,7 +45,7 @@ class BaseSpec:
 # Calibrated on 2 cores (README.md): the student lands inside the pass@1 window the RL and distillation
 # papers need, and the teacher is far stronger.
 SIZES = {
-    "student": BaseSpec("tiny-student", steps=1500, lr=3e-3),
+    "student": BaseSpec("tiny-student", steps=900, lr=3e-3),
     "mid": BaseSpec("tiny-mid", steps=600, lr=2e-3),
     "teacher": BaseSpec("tiny-teacher", steps=500, lr=1.5e-3),
 }
