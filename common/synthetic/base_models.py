@@ -1,6 +1,6 @@
 """Base models of the toy world: SFT of the student / mid / teacher presets, cached by config hash.
 
-    path = get_base_model("student")          # trains on first use (~1-2 min on 2 cores), then cached
+    path = get_base_model("student")   # trains on first use (student ~1 min, all three ~10 min on 2 cores)
     model = load_causal_lm(path); tok = load_tokenizer(path)
 
 Each size is a `common.models` tiny preset trained from scratch with `common.train` on the world's
@@ -46,8 +46,8 @@ class BaseSpec:
 # papers need, and the teacher is far stronger.
 SIZES = {
     "student": BaseSpec("tiny-student", steps=900, lr=3e-3),
-    "mid": BaseSpec("tiny-mid", steps=600, lr=2e-3),
-    "teacher": BaseSpec("tiny-teacher", steps=500, lr=1.5e-3),
+    "mid": BaseSpec("tiny-mid", steps=700, lr=2e-3),
+    "teacher": BaseSpec("tiny-teacher", steps=1000, lr=1.5e-3),
 }
 
 
