@@ -196,29 +196,24 @@ def build_model(args: argparse.Namespace) -> Answerer:
     spec = args.model
     if spec.startswith("policy:"):
         return PolicyModel(spec.split(":", 1)[1], seed=args.seed)
-    endpoint = dict(
+    decoding = dict(
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         system_prompt=args.system_prompt,
+        seed=args.seed,
+    )
+    endpoint = dict(
+        decoding,
         timeout_s=args.timeout,
         max_retries=args.retries,
         backoff_s=args.backoff,
         concurrency=args.concurrency,
-        seed=args.seed,
     )
     if spec.startswith(("http://", "https://")):
         return OpenAIChatModel(spec, model=args.served_model_name, **endpoint)
     if spec.startswith("openai:"):
         return OpenAIChatModel(os.environ.get("OPENAI_BASE_URL"), model=spec.split(":", 1)[1], **endpoint)
-    return local_chat_model(
-        spec,
-        backend=args.backend,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        system_prompt=args.system_prompt,
-        max_prompt_tokens=args.max_prompt_tokens,
-        seed=args.seed,
-    )
+    return local_chat_model(spec, backend=args.backend, max_prompt_tokens=args.max_prompt_tokens, **decoding)
 
 
 def limit_per_column(items: list[dict], limit: int | None) -> list[dict]:
