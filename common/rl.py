@@ -1,0 +1,230 @@
+"""RL maths shared by the RL papers (qrm, lco, ipvrm): rollouts, token log-probs, advantages, losses, Pass@k.
+
+Token-level rewards are first-class: every estimator and loss takes `[batch, seq]` tensors aligned with
+`input_ids` (prompt + response, right-padded) and a bool `mask` [batch, seq] marking the response
+tokens, so a reward model that scores each token (Q-RM, a PRM, a DPO-RM) plugs in unchanged and an
+outcome reward is the special case "reward at the last response token" (or broadcast to all of them).
+Position t holds log pi(a_t | s_t) for the token a_t = input_ids[:, t]; position 0 (never a response
+token) holds 0.
+
+Equations (spec `shared/papers/qrm.md`, "Using Q-RM in RL" and invariants 9-12; homzer/Q-RM's
+src/ppo/buffer.py and src/ppo/trainer.py for the code defaults):
+- REINFORCE (the code's policy-gradient trainer): L = -(1/n) sum_t r_t log pi(a_t|s_t) over the n
+  response tokens of the minibatch; no baseline, no ratio (invariant 9).
+- reward-is-Q advantage (PPO + Q-RM): A_t = r_t - c V_t with c = 0.01, returns R_t = r_t (invariant 10).
+- GAE (every other PPO run): delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lambda A_{t+1},
+  gamma = 0.9, lambda = 0.8 (the run function's defaults), returns = A + V (invariant 11).
+- PPO-clip actor: -(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t), eps = 0.2 (invariant 12).
+- KL penalty of the code: |log pi_old - log pi_ref| per token.
+- Pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
+The chunked rollout -> reward -> advantage -> update loop with checkpoint/resume is `common.rl_loop`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from common.generation import Generator, SamplingParams
+
+
+def _check_mask(x: torch.Tensor, mask: torch.Tensor, where: str, name: str = "rewards") -> torch.Tensor:
+    """The mask as bool after checking it against x: same 2-D shape, at least one response token."""
+    if x.dim() != 2:
+        raise ValueError(f"{where}: {name} must be [batch, seq], got shape {tuple(x.shape)}")
+    if mask.shape != x.shape:
+        raise ValueError(f"{where}: mask shape {tuple(mask.shape)} != {name} shape {tuple(x.shape)}")
+    mask = mask.bool()
+    if not mask.any():
+        raise ValueError(f"{where}: mask has no response token")
+    return mask
+
+
+def _same_shape(where: str, **tensors: torch.Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{where}: shapes differ: {shapes}")
+
+
+@dataclass
+class Rollout:
+    """One chunk of sampled responses, right-padded: row i = prompt tokens + response tokens (+ EOS)."""
+
+    prompt_ids: list[list[int]]
+    input_ids: torch.Tensor  # [batch, seq] long
+    attention_mask: torch.Tensor  # [batch, seq] long, 1 on prompt + response
+    response_mask: torch.Tensor  # [batch, seq] bool, True on response tokens (the ending EOS included)
+    logp_old: (
+        torch.Tensor
+    )  # [batch, seq] log pi_old(a_t|s_t) at response positions (generator's), 0 elsewhere
+    texts: list[str]
+    prompt_index: list[int]
+    logp_ref: torch.Tensor | None = None  # [batch, seq] the reference policy's, filled by the loop
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, rows: torch.Tensor | list[int]) -> Rollout:
+        """The sub-rollout of these rows (for minibatches)."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        keep = idx.tolist()
+        return Rollout(
+            prompt_ids=[self.prompt_ids[i] for i in keep],
+            input_ids=self.input_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            response_mask=self.response_mask[idx],
+            logp_old=self.logp_old[idx],
+            texts=[self.texts[i] for i in keep],
+            prompt_index=[self.prompt_index[i] for i in keep],
+            logp_ref=None if self.logp_ref is None else self.logp_ref[idx],
+        )
+
+
+def rollout(generator: Generator, tokenizer, prompts: list[str], params: SamplingParams) -> Rollout:
+    """Sample `params.n` responses per prompt and pack them as a right-padded `Rollout`.
+
+    A response that produced no token (max_tokens reached at once cannot happen; an immediate EOS gives
+    one token) always has at least one response position, so every row has a response token.
+    """
+    if not prompts:
+        raise ValueError("rollout: no prompts")
+    outs = generator.generate(prompts, params)
+    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
+    rows = [prompt_ids[o.prompt_index] + list(o.token_ids) for o in outs]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    response = torch.zeros((len(rows), width), dtype=torch.bool)
+    logp_old = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (o, row) in enumerate(zip(outs, rows)):
+        start = len(prompt_ids[o.prompt_index])
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        response[i, start : len(row)] = True
+        logp_old[i, start : len(row)] = torch.tensor(o.logprobs, dtype=torch.float32)
+    return Rollout(
+        prompt_ids=[prompt_ids[o.prompt_index] for o in outs],
+        input_ids=input_ids,
+        attention_mask=attention,
+        response_mask=response,
+        logp_old=logp_old,
+        texts=[o.text for o in outs],
+        prompt_index=[o.prompt_index for o in outs],
+    )
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] log pi(a_t | s_t) of the token at each position t >= 1 (position 0: 0), in float32.
+
+    Right padding keeps positions 0..len-1 of every row at their natural position ids.
+    """
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"sequence_logprobs: input_ids {tuple(input_ids.shape)} and attention_mask "
+            f"{tuple(attention_mask.shape)} must be the same [batch, seq] shape"
+        )
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    logp = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 0.9, lam: float = 0.8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over each row's response tokens; (advantages, returns = A + V).
+
+    Positions outside the mask are skipped (the next response token's value is the bootstrap) and get
+    0; the value after the last response token is 0 (the episode ends).
+    """
+    mask = _check_mask(rewards, mask, "gae")
+    _same_shape("gae", rewards=rewards, values=values, mask=mask)
+    adv = torch.zeros_like(rewards)
+    for b in range(rewards.shape[0]):
+        next_value, next_adv = rewards.new_zeros(()), rewards.new_zeros(())
+        for t in reversed(mask[b].nonzero().flatten().tolist()):
+            delta = rewards[b, t] + gamma * next_value - values[b, t]
+            next_adv = delta + gamma * lam * next_adv
+            adv[b, t] = next_adv
+            next_value = values[b, t]
+    returns = torch.where(mask, adv + values, torch.zeros_like(adv))
+    return adv, returns
+
+
+def reward_is_q_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, value_coef: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO + Q-RM without GAE (code `reward_is_q`): A_t = r_t - value_coef * V_t, returns R_t = r_t."""
+    mask = _check_mask(rewards, mask, "reward_is_q_advantages")
+    _same_shape("reward_is_q_advantages", rewards=rewards, values=values, mask=mask)
+    zero = torch.zeros_like(rewards)
+    return torch.where(mask, rewards - value_coef * values, zero), torch.where(mask, rewards, zero)
+
+
+def group_baseline_advantages(rewards_seq: torch.Tensor, group_ids: torch.Tensor | list[int]) -> torch.Tensor:
+    """Sequence reward minus the mean of its group (the samples of the same prompt): [batch].
+
+    A group of one gets advantage 0 (no baseline can be estimated from it without itself).
+    """
+    rewards_seq = torch.as_tensor(rewards_seq, dtype=torch.float32)
+    groups = torch.as_tensor(group_ids, dtype=torch.long)
+    if rewards_seq.dim() != 1 or groups.shape != rewards_seq.shape:
+        raise ValueError(
+            f"group_baseline_advantages: rewards {tuple(rewards_seq.shape)} and group_ids "
+            f"{tuple(groups.shape)} must both be [batch]"
+        )
+    _, inverse = torch.unique(groups, return_inverse=True)
+    sums = torch.zeros(int(inverse.max()) + 1).index_add_(0, inverse, rewards_seq)
+    counts = torch.zeros_like(sums).index_add_(0, inverse, torch.ones_like(rewards_seq))
+    return rewards_seq - sums[inverse] / counts[inverse]
+
+
+def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """-(1/n) sum_t r_t log pi(a_t|s_t) over the n response tokens (the rewards carry no gradient)."""
+    mask = _check_mask(logp, mask, "reinforce_loss", "logp")
+    _same_shape("reinforce_loss", logp=logp, rewards=rewards)
+    return -(rewards.detach() * logp)[mask].sum() / mask.sum()
+
+
+def ppo_clip_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = 0.2,
+) -> torch.Tensor:
+    """-(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-clip, 1+clip) A_t), rho_t = exp(logp - logp_old)."""
+    mask = _check_mask(logp, mask, "ppo_clip_loss", "logp")
+    _same_shape("ppo_clip_loss", logp=logp, logp_old=logp_old, advantages=advantages)
+    if not clip > 0:
+        raise ValueError(f"ppo_clip_loss: clip must be > 0, got {clip}")
+    adv = advantages.detach()
+    ratio = torch.exp(torch.where(mask, logp - logp_old.detach(), torch.zeros_like(logp)))
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return -surrogate[mask].sum() / mask.sum()
+
+
+def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of (V_t - R_t)^2 (the code's critic trainer)."""
+    mask = _check_mask(values, mask, "value_loss", "values")
+    _same_shape("value_loss", values=values, returns=returns)
+    return ((values - returns.detach()) ** 2)[mask].mean()
+
+
+def kl_abs_penalty(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """|log pi_old - log pi_ref| per token (the code's KL penalty; multiply by kl_coef and mask)."""
+    _same_shape("kl_abs_penalty", logp_old=logp_old, logp_ref=logp_ref)
+    return (logp_old - logp_ref).abs()
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k)."""
+    if not (isinstance(n, int) and isinstance(c, int) and isinstance(k, int)):
+        raise TypeError(f"pass_at_k: n, c, k must be integers, got {n!r}, {c!r}, {k!r}")
+    if not (n >= 1 and 0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k: need n >= 1, 0 <= c <= n, 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

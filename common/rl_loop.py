@@ -1,0 +1,277 @@
+"""The chunked rollout -> reward -> advantage -> update loop, with checkpoint/resume and learning curves.
+
+    curve = run_rl(policy, tok, prompts, reward_fn, RLConfig(output_dir=..., algorithm="ppo", ...),
+                   critic=critic, ref_model=ref, evaluate=lambda m: evaluate_pass_at_k(m, tok, ...))
+
+Per chunk k (homzer/Q-RM's chunked loop, spec "Using Q-RM in RL"): take the next `prompts_per_chunk`
+prompts, sample `samples_per_prompt` responses each with the current policy (`common.generation`),
+recompute log pi_old with the training model (`sequence_logprobs`), get token rewards from
+`reward_fn(rollout) -> [batch, seq]` (any token-level reward; an outcome reward is a reward at the last
+response token), then one or more passes of minibatch updates:
+- "reinforce": `reinforce_loss(logp, rewards)` (no baseline, no ratio: the code's trainer);
+- "ppo": critic values V (read at the position before each token, i.e. at state s_t), divided by their
+  chunk std as in the code's buffer (`normalize_values`), advantages by `reward_is_q` (A = r - c V,
+  returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic.
+The reference policy's log-probs (for a KL term inside `reward_fn`) are put on the rollout as `logp_ref`.
+After every chunk the policy, critic, both optimizers and the curve are saved atomically; a killed run
+restarts at the next chunk and equals the uninterrupted run (sampling seeds and minibatch orders are
+functions of (seed, chunk), never of the RNG state left by earlier chunks).
+
+Departures from the official code: one Adam optimizer kept across chunks (the code makes a new one
+per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_norm`, None = off).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from common.generation import HFGenerator, SamplingParams
+from common.rl import (
+    Rollout,
+    gae,
+    pass_at_k,
+    ppo_clip_loss,
+    reinforce_loss,
+    reward_is_q_advantages,
+    rollout,
+    sequence_logprobs,
+    value_loss,
+)
+
+ALGORITHMS = ("reinforce", "ppo")
+ADVANTAGES = ("reward_is_q", "gae")
+STATE_FILE = "rl_state.pt"
+
+
+@dataclass
+class RLConfig:
+    """One RL run. Defaults are the official code's (homzer/Q-RM scripts) where it has one."""
+
+    output_dir: str
+    chunks: int
+    prompts_per_chunk: int
+    algorithm: str = "reinforce"  # reinforce | ppo
+    advantage: str = "reward_is_q"  # ppo only: reward_is_q (code --reward_is_q) | gae (other PPO runs)
+    samples_per_prompt: int = 1  # code: 1 sample per prompt
+    minibatch_size: int = 8  # code: 8 (REINFORCE), 10 (PPO actor)
+    inner_epochs: int = 1  # code: 1 pass over each chunk
+    lr: float = 1e-6  # code: 1e-6 (REINFORCE), 5e-6 (PPO)
+    warm_lr_factor: float = 1.0  # PPO code: 0.075 x lr for the first `warm_chunks` chunks
+    warm_chunks: int = 0  # PPO code: 2
+    critic_lr: float = 1e-5  # code: max(1e-5, lr)
+    value_coef: float = 0.01  # reward_is_q: A = r - value_coef * V (code 0.01; the paper writes 1)
+    normalize_values: bool = True  # code: V / std_chunk(V)
+    gamma: float = 0.9  # GAE (code defaults)
+    lam: float = 0.8
+    clip: float = 0.2
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    max_grad_norm: float | None = 1.0  # ours; None = off as in the code
+    eval_every: int = 1  # chunks between evaluations (the code evaluates after every chunk)
+    generation_batch_size: int = 64
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"RLConfig.algorithm: {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"RLConfig.advantage: {self.advantage!r}; valid: {', '.join(ADVANTAGES)}")
+        for name in ("chunks", "prompts_per_chunk", "samples_per_prompt", "minibatch_size", "inner_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RLConfig.{name}: must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and self.critic_lr > 0 and self.clip > 0):
+            raise ValueError("RLConfig: lr, critic_lr and clip must be > 0")
+
+
+def chunk_prompts(prompts: list, chunk: int, size: int, seed: int) -> list:
+    """The prompts of chunk k: consecutive slices of a seeded permutation, reshuffled at each pass."""
+    out, start = [], chunk * size
+    while len(out) < size:
+        epoch, offset = divmod(start + len(out), len(prompts))
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        out.extend(prompts[i] for i in order[offset : offset + size - len(out)].tolist())
+    return out
+
+
+def critic_values(critic: torch.nn.Module, ro: Rollout) -> torch.Tensor:
+    """V(s_t) at each token position t: the critic's output at position t-1 (the state before a_t)."""
+    out = critic(ro.input_ids, ro.attention_mask)
+    if out.shape != ro.input_ids.shape:
+        raise ValueError(f"critic returned shape {tuple(out.shape)}, expected {tuple(ro.input_ids.shape)}")
+    return torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1).float()
+
+
+def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x[mask].float().std(unbiased=False).clamp_min(1e-8)
+
+
+def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer, clip: float | None) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_curve(curve: list[dict], out_dir: str | Path, name: str = "curve") -> Path:
+    """`<name>.csv` with every logged field (one row per evaluation)."""
+    out = Path(out_dir) / f"{name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for row in curve for k in row))
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(curve)
+    return out
+
+
+def run_rl(
+    policy: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    reward_fn: Callable[[Rollout], torch.Tensor],
+    cfg: RLConfig,
+    critic: torch.nn.Module | None = None,
+    ref_model: torch.nn.Module | None = None,
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+) -> list[dict]:
+    """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
+
+    The curve's rows hold `chunk`, `step` (policy optimizer steps so far), the chunk's mean token and
+    sequence reward, and whatever `evaluate(policy)` returns (evaluated before training as chunk 0 and
+    every `eval_every` chunks). It is also written to `output_dir/curve.csv`.
+    """
+    if not prompts:
+        raise ValueError("run_rl: no prompts")
+    if cfg.algorithm == "ppo" and critic is None:
+        raise ValueError(
+            "run_rl: algorithm 'ppo' needs a critic (a module (input_ids, attention_mask) -> [batch, seq])"
+        )
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr) if critic is not None else None
+    curve, start, steps = [], 0, 0
+    if (out / STATE_FILE).exists():
+        state = torch.load(out / STATE_FILE, weights_only=False)
+        if state["config"] != asdict(cfg) | {"progress": state["config"]["progress"]}:
+            raise ValueError(f"{out / STATE_FILE}: saved with a different RLConfig; use a new output_dir")
+        policy.load_state_dict(state["policy"])
+        opt.load_state_dict(state["opt"])
+        if critic is not None:
+            critic.load_state_dict(state["critic"])
+            critic_opt.load_state_dict(state["critic_opt"])
+        curve, start, steps = state["curve"], state["chunk"], state["steps"]
+    elif evaluate is not None:
+        curve.append({"chunk": 0, "step": 0, **evaluate(policy)})
+    gen = HFGenerator(policy, tokenizer, batch_size=cfg.generation_batch_size, progress=False)
+    bar = tqdm(range(start, cfg.chunks), desc=f"rl {cfg.algorithm}", disable=not cfg.progress, leave=False)
+    for k in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * (cfg.warm_lr_factor if k < cfg.warm_chunks else 1.0)
+        params = SamplingParams(
+            n=cfg.samples_per_prompt,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_tokens=cfg.max_tokens,
+            seed=cfg.seed * 100_003 + k,
+        )
+        ro = rollout(gen, tokenizer, chunk_prompts(prompts, k, cfg.prompts_per_chunk, cfg.seed), params)
+        mask = ro.response_mask
+        policy.eval()
+        with torch.no_grad():
+            ro.logp_old = sequence_logprobs(policy, ro.input_ids, ro.attention_mask) * mask
+            if ref_model is not None:
+                ro.logp_ref = sequence_logprobs(ref_model, ro.input_ids, ro.attention_mask) * mask
+            rewards = reward_fn(ro)
+            if rewards.shape != ro.input_ids.shape:
+                raise ValueError(
+                    f"reward_fn returned shape {tuple(rewards.shape)}, expected {tuple(mask.shape)}"
+                )
+            rewards = rewards.float() * mask
+            advantages, returns = rewards, None
+            if cfg.algorithm == "ppo":
+                values = critic_values(critic, ro) * mask
+                if cfg.normalize_values:
+                    values = values / _std(values, mask)
+                if cfg.advantage == "reward_is_q":
+                    advantages, returns = reward_is_q_advantages(rewards, values, mask, cfg.value_coef)
+                else:
+                    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        policy.train()
+        order_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + k)
+        losses = []
+        for _ in range(cfg.inner_epochs):
+            order = torch.randperm(len(ro), generator=order_rng)
+            for s in range(0, len(ro), cfg.minibatch_size):
+                idx = order[s : s + cfg.minibatch_size]
+                mb_mask = mask[idx]
+                logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
+                if cfg.algorithm == "reinforce":
+                    loss = reinforce_loss(logp, advantages[idx], mb_mask)
+                else:
+                    loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip)
+                _step(loss, policy, opt, cfg.max_grad_norm)
+                steps += 1
+                losses.append(float(loss.detach()))
+                if critic is not None and returns is not None:
+                    v = critic_values(critic, ro.select(idx))
+                    _step(value_loss(v, returns[idx], mb_mask), critic, critic_opt, cfg.max_grad_norm)
+        seq_reward = (rewards.sum(1) / mask.sum(1)).mean()
+        stats = {"token_reward": float(rewards[mask].mean()), "seq_reward": float(seq_reward)}
+        stats["loss"] = sum(losses) / len(losses)
+        if evaluate is not None and ((k + 1) % cfg.eval_every == 0 or k + 1 == cfg.chunks):
+            curve.append({"chunk": k + 1, "step": steps, **stats, **evaluate(policy)})
+            bar.set_postfix({key: round(v, 3) for key, v in curve[-1].items() if isinstance(v, float)})
+        state = {"policy": policy.state_dict(), "opt": opt.state_dict(), "curve": curve, "chunk": k + 1}
+        if critic is not None:
+            state |= {"critic": critic.state_dict(), "critic_opt": critic_opt.state_dict()}
+        _save(out / STATE_FILE, state | {"steps": steps, "config": asdict(cfg)})
+    write_curve(curve, out)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return curve
+
+
+def evaluate_pass_at_k(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    is_correct: Callable[[int, str], bool],
+    n: int = 1,
+    ks: tuple[int, ...] = (1,),
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> dict[str, float]:
+    """Mean unbiased Pass@k over prompts from n samples each; `is_correct(prompt_index, text)` grades.
+
+    temperature 0 with n = 1 is the paper's greedy Pass@1.
+    """
+    if any(k > n for k in ks):
+        raise ValueError(f"evaluate_pass_at_k: every k in {ks} must be <= n = {n}")
+    gen = HFGenerator(model, tokenizer, batch_size=batch_size, progress=False)
+    outs = gen.generate(
+        prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    )
+    correct = [0] * len(prompts)
+    for o in outs:
+        correct[o.prompt_index] += bool(is_correct(o.prompt_index, o.text))
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in correct) / len(prompts) for k in ks}

@@ -1,0 +1,321 @@
+"""common.rl / common.rl_loop: spec invariants 9-12 vs float64 and autograd, Pass@k vs enumeration,
+rollout packing, a REINFORCE run that learns, resume equivalence, bad inputs."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from common.generation import HFGenerator, SamplingParams
+from common.models import build_tiny_causal_lm
+from common.rl import (
+    gae,
+    group_baseline_advantages,
+    kl_abs_penalty,
+    pass_at_k,
+    ppo_clip_loss,
+    reinforce_loss,
+    reward_is_q_advantages,
+    rollout,
+    sequence_logprobs,
+    value_loss,
+)
+from common.rl_loop import RLConfig, chunk_prompts, evaluate_pass_at_k, run_rl
+
+WORDS = [chr(ord("a") + i) for i in range(16)]
+TARGET = "c"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_policy(tokenizer, seed=0):
+    return build_tiny_causal_lm("tiny-student", vocab_size=len(tokenizer), seed=seed, tokenizer=tokenizer)
+
+
+PROMPTS = ["a b", "d e f", "g", "h i j k", "l m", "n", "o p a", "b b"]
+
+
+def target_reward(tokenizer):
+    target = tokenizer.convert_tokens_to_ids(TARGET)
+
+    def reward_fn(ro):
+        return (ro.input_ids == target).float() * ro.response_mask
+
+    return reward_fn
+
+
+class TinyCritic(torch.nn.Module):
+    """(input_ids, attention_mask) -> [batch, seq] values, as a TokenScorer would give."""
+
+    def __init__(self, vocab, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = torch.nn.Embedding(vocab, 8)
+        self.head = torch.nn.Linear(8, 1, bias=False)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.emb(input_ids)).squeeze(-1) * attention_mask
+
+
+# --- invariant 9: REINFORCE gradient wrt the logits -------------------------------------------------
+
+
+def test_reinforce_gradient_wrt_logits_is_r_over_n_times_pi_minus_onehot():
+    torch.manual_seed(0)
+    batch, seq, vocab = 2, 5, 7
+    logits = torch.randn(batch, seq, vocab, dtype=torch.float64, requires_grad=True)
+    actions = torch.randint(0, vocab, (batch, seq))
+    mask = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    rewards = torch.randn(batch, seq, dtype=torch.float64)
+    logp = logits.log_softmax(-1).gather(-1, actions[..., None])[..., 0]
+    reinforce_loss(logp, rewards, mask).backward()
+    n = int(mask.sum())
+    pi = torch.softmax(logits.detach(), -1)
+    onehot = torch.nn.functional.one_hot(actions, vocab).double()
+    expected = (rewards / n)[..., None] * (pi - onehot) * mask[..., None]
+    assert torch.allclose(logits.grad, expected, atol=1e-12, rtol=0)
+
+
+# --- invariant 10: reward-is-Q advantages ------------------------------------------------------------
+
+
+def test_reward_is_q_advantage_and_returns():
+    torch.manual_seed(1)
+    r, v = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    mask = torch.rand(3, 6) > 0.3
+    mask[:, 2] = True
+    adv, ret = reward_is_q_advantages(r, v, mask)
+    assert torch.equal(adv, torch.where(mask, r - 0.01 * v, 0.0))
+    assert torch.equal(ret, torch.where(mask, r, 0.0))
+    adv0, _ = reward_is_q_advantages(r, torch.zeros_like(v), mask)
+    assert torch.equal(adv0, torch.where(mask, r, 0.0))
+
+
+# --- invariant 11 + GAE vs an independent float64 recursion ------------------------------------------
+
+
+def test_gae_last_token_reward_with_zero_values_is_geometric():
+    T = 7
+    mask = torch.zeros(2, T + 3, dtype=torch.bool)
+    mask[0, 2 : 2 + T] = True
+    mask[1, 3 : 3 + T] = True
+    r_last = torch.tensor([1.5, -0.7], dtype=torch.float64)
+    rewards = torch.zeros(2, T + 3, dtype=torch.float64)
+    rewards[0, 1 + T], rewards[1, 2 + T] = r_last
+    adv, ret = gae(rewards, torch.zeros_like(rewards), mask, gamma=0.9, lam=0.8)
+    for b, start in enumerate((2, 3)):
+        for t in range(T):
+            assert adv[b, start + t].item() == pytest.approx(
+                0.72 ** (T - 1 - t) * r_last[b].item(), abs=1e-12
+            )
+    assert torch.equal(ret, adv)
+    assert torch.all(adv[~mask] == 0)
+
+
+def test_gae_matches_float64_recursion_with_values():
+    torch.manual_seed(2)
+    r, v = torch.randn(1, 5, dtype=torch.float64), torch.randn(1, 5, dtype=torch.float64)
+    mask = torch.tensor([[False, True, True, True, True]])
+    adv, ret = gae(r, v, mask, gamma=0.9, lam=0.8)
+    rs, vs = r[0, 1:].tolist(), v[0, 1:].tolist()
+    expected, running = [], 0.0
+    for t in reversed(range(4)):
+        nv = vs[t + 1] if t + 1 < 4 else 0.0
+        running = rs[t] + 0.9 * nv - vs[t] + 0.72 * running
+        expected.insert(0, running)
+    assert adv[0, 1:].tolist() == pytest.approx(expected, abs=1e-12)
+    assert ret[0, 1:].tolist() == pytest.approx([a + b for a, b in zip(expected, vs)], abs=1e-12)
+
+
+# --- invariant 12: PPO clip --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_ppo_clip_gradient_zero_outside_band_on_favoured_side(sign):
+    # rho = exp(logp - logp_old); positions: 1.5 (above), 0.5 (below), 1.1 (inside)
+    rho = torch.tensor([[1.5, 0.5, 1.1]], dtype=torch.float64)
+    logp_old = torch.zeros(1, 3, dtype=torch.float64)
+    logp = rho.log().clone().requires_grad_(True)
+    adv = torch.full((1, 3), sign, dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    ppo_clip_loss(logp, logp_old, adv, mask, clip=0.2).backward()
+    g = logp.grad[0]
+    favoured = 0 if sign > 0 else 1  # A > 0 is clipped above 1.2, A < 0 below 0.8
+    other = 1 - favoured
+    assert g[favoured].item() == 0.0
+    # unclipped side: d/dlogp of -(rho A)/n = -rho A / n
+    assert g[other].item() == pytest.approx(-rho[0, other].item() * sign / 3, abs=1e-12)
+    assert g[2].item() == pytest.approx(-1.1 * sign / 3, abs=1e-12)
+
+
+def test_value_loss_kl_and_group_baseline():
+    v = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64)
+    ret = torch.tensor([[5.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[False, True, True]])
+    assert value_loss(v, ret, mask).item() == pytest.approx((1 + 4) / 2)
+    assert torch.equal(
+        kl_abs_penalty(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])), torch.tensor([1.0, 2.0])
+    )
+    adv = group_baseline_advantages(torch.tensor([1.0, 0.0, 0.5, 3.0]), [7, 7, 9, 9])
+    assert adv.tolist() == pytest.approx([0.5, -0.5, -1.25, 1.25])
+
+
+# --- Pass@k ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,c", [(5, 0), (5, 2), (6, 3), (4, 4), (7, 1)])
+def test_pass_at_k_equals_enumeration_over_subsets(n, c):
+    samples = [1] * c + [0] * (n - c)
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(range(n), k))
+        brute = sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+        assert pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12)
+
+
+# --- rollouts and log-probs --------------------------------------------------------------------------
+
+
+def test_rollout_packs_responses_and_logprobs_match_the_training_model(tokenizer):
+    model = tiny_policy(tokenizer)
+    gen = HFGenerator(model, tokenizer, batch_size=4)
+    ro = rollout(gen, tokenizer, PROMPTS[:3], SamplingParams(n=2, temperature=1.0, max_tokens=6, seed=3))
+    assert len(ro) == 6 and ro.prompt_index == [0, 0, 1, 1, 2, 2]
+    for i in range(len(ro)):
+        plen = len(ro.prompt_ids[i])
+        assert not ro.response_mask[i, :plen].any() and ro.response_mask[i, plen]
+        assert ro.input_ids[i, :plen].tolist() == ro.prompt_ids[i]
+    with torch.no_grad():
+        logp = sequence_logprobs(model, ro.input_ids, ro.attention_mask)
+        logits = model(ro.input_ids[:1]).logits[0].double().log_softmax(-1)
+    assert torch.allclose(logp[ro.response_mask], ro.logp_old[ro.response_mask], atol=1e-4)
+    length = int(ro.attention_mask[0].sum())
+    manual = [logits[t - 1, ro.input_ids[0, t]].item() for t in range(1, length)]
+    assert logp[0, 1:length].tolist() == pytest.approx(manual, abs=1e-5)
+    assert logp[:, 0].eq(0).all()
+
+
+def test_chunk_prompts_cycles_through_every_prompt():
+    seen = [p for k in range(4) for p in chunk_prompts(list(range(8)), k, 4, seed=1)]
+    assert sorted(seen[:8]) == list(range(8)) and sorted(seen[8:]) == list(range(8))
+
+
+# --- the loop: does it learn, resume equivalence ------------------------------------------------------
+
+
+def test_reinforce_raises_the_reward_of_a_learnable_target(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = tiny_policy(tokenizer)
+    target = tokenizer.convert_tokens_to_ids(TARGET)
+
+    def evaluate(m):
+        out = HFGenerator(m, tokenizer).generate(PROMPTS, SamplingParams(n=4, max_tokens=6, seed=99))
+        ids = [t for o in out for t in o.token_ids]
+        return {"target_rate": sum(t == target for t in ids) / len(ids)}
+
+    cfg = RLConfig(
+        output_dir=str(tmp_path),
+        chunks=12,
+        prompts_per_chunk=8,
+        samples_per_prompt=2,
+        lr=1e-2,
+        max_tokens=6,
+        progress=False,
+    )
+    curve = run_rl(model, tokenizer, PROMPTS, target_reward(tokenizer), cfg, evaluate=evaluate)
+    assert curve[0]["target_rate"] < 0.2
+    assert curve[-1]["target_rate"] > 0.6
+    assert (tmp_path / "curve.csv").exists()
+
+
+def _ppo_run(tokenizer, out, crash_at=None):
+    policy, critic = tiny_policy(tokenizer, seed=1), TinyCritic(len(tokenizer))
+    ref = tiny_policy(tokenizer, seed=1)
+    calls = {"n": 0}
+    base = target_reward(tokenizer)
+
+    def reward_fn(ro):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise KeyboardInterrupt
+        return base(ro) - 0.01 * kl_abs_penalty(ro.logp_old, ro.logp_ref) * ro.response_mask
+
+    cfg = RLConfig(
+        output_dir=str(out),
+        chunks=4,
+        prompts_per_chunk=4,
+        minibatch_size=2,
+        algorithm="ppo",
+        lr=3e-3,
+        critic_lr=1e-2,
+        max_tokens=5,
+        progress=False,
+        inner_epochs=2,
+    )
+    run_rl(policy, tokenizer, PROMPTS, reward_fn, cfg, critic=critic, ref_model=ref)
+    return policy, critic
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(tokenizer, tmp_path):
+    full_policy, full_critic = _ppo_run(tokenizer, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        _ppo_run(tokenizer, tmp_path / "cut", crash_at=3)  # dies during chunk 3, after 2 saved chunks
+    policy, critic = _ppo_run(tokenizer, tmp_path / "cut")
+    for a, b in [(full_policy, policy), (full_critic, critic)]:
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+    assert not torch.equal(
+        full_policy.state_dict()["lm_head.weight"], tiny_policy(tokenizer, 1).state_dict()["lm_head.weight"]
+    )
+
+
+def test_evaluate_pass_at_k_greedy_and_sampled(tokenizer):
+    model = tiny_policy(tokenizer)
+    always = evaluate_pass_at_k(model, tokenizer, PROMPTS, lambda i, t: True, max_tokens=3)
+    assert always == {"pass@1": 1.0}
+    half = evaluate_pass_at_k(
+        model, tokenizer, PROMPTS, lambda i, t: i % 2 == 0, n=4, ks=(1, 4), temperature=1.0, max_tokens=3
+    )
+    assert half == {"pass@1": 0.5, "pass@4": 0.5}
+
+
+# --- bad inputs --------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_one_clear_error(tokenizer, tmp_path):
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="mask shape"):
+        reinforce_loss(x, x, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no response token"):
+        gae(x, x, torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shapes differ"):
+        reward_is_q_advantages(x, torch.zeros(2, 2), torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        ppo_clip_loss(x, x, x, torch.ones(2, 3, dtype=torch.bool), clip=0)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(3, 1, 4)
+    with pytest.raises(TypeError):
+        pass_at_k(3.0, 1, 1)
+    with pytest.raises(ValueError, match="algorithm"):
+        RLConfig(output_dir="x", chunks=1, prompts_per_chunk=1, algorithm="a2c")
+    with pytest.raises(ValueError, match="chunks"):
+        RLConfig(output_dir="x", chunks=0, prompts_per_chunk=1)
+    cfg = RLConfig(output_dir=str(tmp_path), chunks=1, prompts_per_chunk=2, algorithm="ppo", progress=False)
+    with pytest.raises(ValueError, match="needs a critic"):
+        run_rl(tiny_policy(tokenizer), tokenizer, PROMPTS, target_reward(tokenizer), cfg)
+    bad = RLConfig(
+        output_dir=str(tmp_path / "b"), chunks=1, prompts_per_chunk=2, max_tokens=2, progress=False
+    )
+    with pytest.raises(ValueError, match="reward_fn returned shape"):
+        run_rl(tiny_policy(tokenizer), tokenizer, PROMPTS, lambda ro: torch.zeros(1), bad)
+    assert math.isfinite(pass_at_k(10, 3, 2))
