@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.rl import reinforce_loss
 from papers.qrm.qrm import (
     last_token_scores,
     masked_mean,
@@ -213,7 +214,7 @@ def run_arm(arm: str, seed: int, iterations: int, qrm: GRUNet, orm: GRUNet) -> l
         rewards = arm_rewards(arm, prompt, response, probs, qrm, orm)
         logits = policy.head(policy.states(prompt, response)[:, :T])
         logp = torch.log_softmax(logits, -1).gather(2, response[..., None]).squeeze(2)
-        loss = -(rewards * logp).mean()  # -mean over every response token of r_t log pi(a_t|s_t)
+        loss = reinforce_loss(logp, rewards, torch.ones_like(logp, dtype=torch.bool))
         opt.zero_grad()
         loss.backward()
         opt.step()
