@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from common.rl import reinforce_loss
+from common.tables import plot_curves
 from papers.qrm.qrm import (
     last_token_scores,
     masked_mean,
@@ -305,6 +306,16 @@ def run_gru_check(
     }
 
 
+def plot_gru_check(result: dict, path: str | Path) -> Path:
+    """PNG: greedy token accuracy (mean over seeds) against REINFORCE iteration, one line per arm."""
+    series = {}
+    for arm, per_seed in result["curves"].items():
+        runs = list(per_seed.values())
+        series[arm] = [(it, sum(r[j] for r in runs) / len(runs)) for j, it in enumerate(result["iterations"])]
+    title = f"GRU check, REINFORCE (mean of {len(result['seeds'])} seeds)"
+    return plot_curves(series, path, title, "iteration", "greedy token accuracy")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m papers.qrm.gru_check",
@@ -314,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=200, help="REINFORCE iterations (default 200)")
     parser.add_argument("--oracles", action="store_true", help="also run the token/sequence oracle arms")
     parser.add_argument("--out", type=Path, help="write the full result dict as JSON here")
+    parser.add_argument("--plot", type=Path, help="write the curves (mean over seeds) as a PNG here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.iterations < EVAL_EVERY:
@@ -330,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot_gru_check(result, args.plot)
     return 0
 
 

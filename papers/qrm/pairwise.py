@@ -57,10 +57,11 @@ def evaluate(
     batch_size: int = 8,
     max_len: int = 1024,
     chat_template: bool = True,
+    progress: bool = False,
 ) -> dict:
     """{"accuracy", "n", "mean_margin"} of one pair set."""
     margins = pairwise_margins(
-        scorer, tokenizer, pairs, reduce, batch_size, max_len=max_len, chat_template=chat_template
+        scorer, tokenizer, pairs, reduce, batch_size, progress, max_len=max_len, chat_template=chat_template
     )
     return {
         "accuracy": sum(m > 0 for m in margins) / len(margins),
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     chat = not args.no_chat_template and bool(getattr(tok, "chat_template", None))
     results = {}
     for name, pairs in sets.items():
-        results[name] = evaluate(scorer, tok, pairs, args.reduce, args.batch_size, args.max_len, chat)
+        results[name] = evaluate(scorer, tok, pairs, args.reduce, args.batch_size, args.max_len, chat, True)
         print(f"{name}: accuracy {results[name]['accuracy']:.4f} on {results[name]['n']} pairs")
     report = collect_provenance(
         model=str(args.model),

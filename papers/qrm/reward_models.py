@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from common.models import add_lora, load_causal_lm
@@ -253,7 +254,13 @@ def response_token_scores(
 
 
 def pairwise_margins(
-    scorer: TokenScorer, tokenizer, pairs: list[dict], reduce: str = "mean", batch_size: int = 16, **encode
+    scorer: TokenScorer,
+    tokenizer,
+    pairs: list[dict],
+    reduce: str = "mean",
+    batch_size: int = 16,
+    progress: bool = False,
+    **encode,
 ) -> list[float]:
     """reduce(Z_chosen) - reduce(Z_rejected) per pair; reduce "mean" (Q-RM) | "last" (ORM)."""
     if reduce not in REDUCES:
@@ -261,7 +268,7 @@ def pairwise_margins(
     rows, collate = encode_pairs(tokenizer, pairs, **encode), pair_collate(tokenizer.pad_token_id)
     device, margins = next(scorer.parameters()).device, []
     scorer.eval()
-    for start in range(0, len(rows), batch_size):
+    for start in tqdm(range(0, len(rows), batch_size), desc="pairwise", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
         z = response_token_scores(scorer, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         pooled = (masked_mean if reduce == "mean" else last_token_scores)(z, batch["response_mask"])

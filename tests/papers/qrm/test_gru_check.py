@@ -3,7 +3,7 @@
 import torch
 
 from papers.qrm import gru_check
-from papers.qrm.gru_check import make_pairs, run_gru_check, target_tokens
+from papers.qrm.gru_check import make_pairs, plot_gru_check, run_gru_check, target_tokens
 
 
 def test_task_generator_matches_the_spec_formula():
@@ -26,7 +26,7 @@ def test_pairs_are_seeded_untied_and_ordered_by_quality():
         assert (right_w > right_l).all()
 
 
-def test_reduced_run_rms_clear_085_and_curves_have_the_documented_shape():
+def test_reduced_run_rms_clear_085_and_curves_have_the_documented_shape(tmp_path):
     result = run_gru_check(seeds=(0,), iterations=30, progress=False)
     assert result["rm_accuracy"]["qrm"] >= 0.85 and result["rm_accuracy"]["orm"] >= 0.85
     assert result["criteria"]["rm_accuracy"]["passed"]
@@ -39,3 +39,4 @@ def test_reduced_run_rms_clear_085_and_curves_have_the_documented_shape():
     assert result["criteria"]["early_gain"]["iterations"] == [30]
     # REINFORCE moved the policy away from its initial greedy accuracy in every arm
     assert all(per_seed[0][-1] != per_seed[0][0] for per_seed in result["curves"].values())
+    assert plot_gru_check(result, tmp_path / "curves.png").stat().st_size > 1000
