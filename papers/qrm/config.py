@@ -1,0 +1,161 @@
+"""Q-RM run configurations: a dataclass per stage, three named presets (`get_config("toy"|"small"|"paper")`).
+
+Exact commands (README "How to run" has runtimes and expected results):
+    make reproduce PAPER=qrm                  # toy: CPU, 2 cores, < 10 min; GRU check + toy arithmetic world
+    make reproduce PAPER=qrm SCALE=small      # 1 GPU: Qwen2.5-0.5B-Instruct policy, Qwen2.5-1.5B-Instruct RMs, GSM8K
+    accelerate launch --config_file papers/qrm/configs/zero3.yaml -m common.reproduce qrm --scale paper
+                                              # 8 GPUs: Llama-3.2-3B-Instruct policy, Llama-3-70B-Instruct RMs
+Sources of defaults: "spec" = shared/papers/qrm.md (which read the official scripts of homzer/Q-RM @ 74fd338),
+"code" = a value only the official code gives, "ours" = a choice made here (toy budget), UNCONFIRMED = neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class RMConfig:
+    """Reward-model training (Q-RM, ORM; spec "Q-RM training loss", scripts/train-q-rm.sh)."""
+
+    backbone: str = "meta-llama/Meta-Llama-3-70B-Instruct"  # spec Setup
+    lora_rank: int | None = 128  # spec: LoRA 128 on q,k,v,o,w1,w2,w3; None = full fine-tuning
+    beta: float = 0.2  # spec: Q-RM beta
+    gamma: float = 2.0  # spec: Q-RM gamma
+    lr: float = 1e-5  # spec: Adam, no weight decay, no schedule
+    batch_size: int = 2  # spec: 2 pairs per step (no data parallelism in the code)
+    epochs: float = 1.0  # spec: 1 epoch
+    max_steps: int | None = None  # None: epochs x pairs / batch_size
+    max_len: int = 1024  # spec: prompt kept, response truncated from the end
+    seed: int = 1  # code default seed
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """REINFORCE + RM (spec, scripts/train-reinforce-with-q-rm.sh, policy_train_policy_gradient.py)."""
+
+    lr: float = 1e-6  # spec
+    minibatch_size: int = 8  # spec: batch 8
+    chunk_size: int = 3072  # spec: prompts per chunk
+    chunks: int = 12  # spec: 1 epoch of the GSM8K stream = 12 chunks
+    samples_per_prompt: int = 1  # spec
+    temperature: float = 1.0  # spec
+    top_p: float = 1.0  # spec
+    max_tokens: int = 1024  # spec: max total length 1024 (we cap new tokens)
+    sub_mean: bool = False  # code default: r = Z / std (paper: standardised, flag True)
+    eos_overwrite: bool = True  # code: re_scoring_eos_rewards
+    orm_normalize: bool = True  # code: the ORM's copied score is std-normalised like any reward (UNCONFIRMED)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO + RM (spec, scripts/train-ppo-with-q-rm.sh, src/ppo/{buffer,trainer}.py)."""
+
+    lr: float = 5e-6  # spec
+    warm_lr_factor: float = 0.075  # spec: actor lr x 0.075 for chunks 0-1
+    warm_chunks: int = 2  # spec
+    critic_lr: float = 1e-5  # spec: max(1e-5, lr)
+    minibatch_size: int = 10  # spec: actor batch 10 (critic batch 1 in the code; ours: same minibatch)
+    chunk_size: int = 3072  # spec
+    chunks: int = 12  # spec
+    kl_coef: float = 0.01  # spec: |log pi_old - log pi_ref| penalty
+    clip: float = 0.2  # spec
+    value_coef: float = 0.01  # code reward_is_q: A = r - 0.01 V (paper: A = r - V -> 1.0)
+    gae_gamma: float = 0.9  # code defaults for the non-Q-RM PPO runs (ORM, DPO-RM)
+    gae_lambda: float = 0.8
+    temperature: float = 1.0  # spec
+    max_tokens: int = 1024  # spec
+    sub_mean: bool = False  # code default (paper flag True)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Pass@1 (greedy) and Pass@k (spec "Evaluation")."""
+
+    max_tokens: int = 1024  # spec: max_seq_len 1024
+    pass_k: int = 16  # spec: Pass@16
+    pass_k_temperature: float = 1.0  # UNCONFIRMED (the authors' later script: 1.0)
+    eval_every: int = 1  # spec: the test set is evaluated after every chunk
+    problems: int | None = None  # None: the whole split
+
+
+@dataclass(frozen=True)
+class QRMConfig:
+    scale: str
+    policy: str  # spec Setup: meta-llama/Llama-3.2-3B-Instruct, full fine-tuning; toy: a base-model size or a folder
+    rm: RMConfig = field(default_factory=RMConfig)
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dataset: str = "gsm8k"  # spec: GSM8K and MATH
+    seeds: tuple[int, ...] = (1,)  # code default seed 1
+    methods: tuple[str, ...] = ("REINFORCE+Q-RM", "REINFORCE+ORM", "PPO+Q-RM", "PPO+ORM")
+    gru_check: bool = False  # spec "Toy-scale check" (toy only)
+    gru_seeds: tuple[int, ...] = (0, 1, 2)  # spec: seeds 0, 1, 2
+    gru_iterations: int = 200  # spec
+    gru_rm_steps: int = 1500  # spec: 1,500 RM steps each
+    train_problems: int | None = None  # toy world: RL prompts / preference pairs from this many problems
+    val_problems: int | None = None  # toy world: validation problems for Pass@1 curves
+    test_problems: int | None = None  # toy world: held-out test problems for the final Pass@1
+    deepspeed_config: str | None = None  # paper: papers/qrm/configs/zero3.yaml (accelerate launch)
+    backend: str = "auto"  # generation: vLLM on CUDA when installed, else HF
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Toy: the arithmetic world's student SFT model (tiny-student, 169k params) as policy and as RM backbone
+# (full fine-tuning). All RL hyper-parameters are ours for a 2-core budget; chosen on the validation split.
+TOY = QRMConfig(
+    scale="toy",
+    policy="student",
+    rm=RMConfig(
+        backbone="student", lora_rank=None, lr=1e-3, batch_size=32, max_steps=250, max_len=256, seed=0
+    ),
+    reinforce=ReinforceConfig(lr=1e-4, minibatch_size=16, chunk_size=64, chunks=16, max_tokens=80),
+    ppo=PPOConfig(
+        lr=1e-4,
+        warm_lr_factor=1.0,
+        warm_chunks=0,
+        critic_lr=1e-3,
+        minibatch_size=16,
+        chunk_size=64,
+        chunks=16,
+        max_tokens=80,
+    ),
+    eval=EvalConfig(max_tokens=80, pass_k=4, eval_every=2, problems=None),
+    dataset="toy-arith",
+    seeds=(0, 1),
+    gru_check=True,
+    train_problems=4000,
+    val_problems=200,
+    test_problems=500,
+)
+
+# Small: one GPU; Qwen2.5-0.5B-Instruct policy (full FT), Qwen2.5-1.5B-Instruct RMs with LoRA 128, GSM8K.
+# Chunks of 512 prompts so that 12 chunks take a few hours (ours); other values as the paper.
+SMALL = QRMConfig(
+    scale="small",
+    policy="Qwen/Qwen2.5-0.5B-Instruct",
+    rm=RMConfig(backbone="Qwen/Qwen2.5-1.5B-Instruct", lr=1e-5, batch_size=8),
+    reinforce=ReinforceConfig(chunk_size=512, max_tokens=512),
+    ppo=PPOConfig(chunk_size=512, max_tokens=512),
+    eval=EvalConfig(max_tokens=512),
+)
+
+PAPER = QRMConfig(
+    scale="paper",
+    policy="meta-llama/Llama-3.2-3B-Instruct",
+    deepspeed_config="papers/qrm/configs/zero3.yaml",
+)
+PRESETS = {"toy": TOY, "small": SMALL, "paper": PAPER}
+
+
+def get_config(scale: str, **overrides) -> QRMConfig:
+    """The preset of a scale, with top-level fields replaced by `overrides` (e.g. seeds=(0,))."""
+    if scale not in PRESETS:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(PRESETS)}")
+    bad = set(overrides) - set(QRMConfig.__dataclass_fields__)
+    if bad:
+        raise ValueError(f"unknown QRMConfig field(s): {', '.join(sorted(bad))}")
+    return replace(PRESETS[scale], **overrides)
