@@ -1,0 +1,122 @@
+"""MCC-KD end to end: `python -m common.reproduce mcckd --scale toy|small|paper`.
+
+What the recipe does (spec `../shared/papers/mcckd.md`):
+1. teacher rationales, K per training question (toy: sampled from the toy teacher at T = 1.3; cached,
+   resumable);
+2. correctness filter (last number = gold), release Jaccard diversity filter (0.8, whitespace sets), the
+   common answer sentence "Therefore, the answer is N ." and the answer-token span of every rationale;
+3. students: CoT-KD (CE on one random rationale per question, twice the questions per step) and MCC-KD
+   (CE on two rationales + alpha * bidirectional answer-span KL), the same number of rationale sequences
+   per step, best checkpoint by validation accuracy;
+4. alpha x T sweep of MCC-KD on the validation split (seed 0), then both arms on every seed; accuracy on
+   the ID test split and the OOD split (one more arithmetic line), strict and flexible extractors, and the
+   mechanism diagnostic (answer KL across two rationales of held-out questions).
+
+How it departs from the paper / release (README "Deviations"): toy students are fine-tuned in full with
+lr 1e-3 (release: LoRA, Adam 1e-5); a rationale pair is drawn per question (release: one pair index per
+mini-batch); the toy teacher is a 1.8M-parameter model, not an LLM. small/paper are configured, not run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from common.results import write_results
+from papers.mcckd.config import get_config
+from papers.mcckd.toy import run_toy
+
+SLUG = "mcckd"
+
+
+def toy_rows(arms: list[dict]) -> list[dict]:
+    """One row per arm, seed and metric (common.results toy naming)."""
+    rows = []
+    for m in arms:
+        base = {
+            "table": "toy",
+            "setting": f"arith seed {m['seed']}",
+            "model": "tiny-student",
+            "method": m["method"],
+        }
+        for bench in ("toy-arith", "toy-arith-ood"):
+            rows.append(
+                {
+                    **base,
+                    "benchmark": bench,
+                    "metric": "accuracy",
+                    "value": round(100 * m[bench]["strict"], 2),
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "benchmark": bench,
+                    "metric": "accuracy (flexible)",
+                    "value": round(100 * m[bench]["flexible"], 2),
+                }
+            )
+        rows.append(
+            {
+                **base,
+                "benchmark": "toy-arith",
+                "metric": "answer KL across rationales",
+                "value": round(m["answer_kl"], 5),
+            }
+        )
+    return rows
+
+
+def summary(arms: list[dict]) -> dict:
+    """Mean and standard deviation over seeds per method and metric, and per-seed wins of MCC-KD."""
+    out = {}
+    for method in ("CoT-KD", "MCC-KD"):
+        ms = [m for m in arms if m["method"] == method]
+        for key in ("toy-arith", "toy-arith-ood"):
+            vals = [100 * m[key]["strict"] for m in ms]
+            out[f"{method} {key}"] = (round(statistics.mean(vals), 2), round(statistics.pstdev(vals), 2))
+        kls = [m["answer_kl"] for m in ms]
+        out[f"{method} answer_kl"] = (round(statistics.mean(kls), 5), round(statistics.pstdev(kls), 5))
+    by_seed = {(m["method"], m["seed"]): m for m in arms}
+    seeds = sorted({m["seed"] for m in arms})
+    for key in ("toy-arith", "toy-arith-ood"):
+        out[f"MCC-KD wins {key}"] = sum(
+            by_seed[("MCC-KD", s)][key]["strict"] > by_seed[("CoT-KD", s)][key]["strict"] for s in seeds
+        )
+    return out
+
+
+def reproduce(scale: str = "toy", force: bool = False, data_dir: str | None = None) -> Path:
+    cfg = get_config(scale)
+    if scale != "toy":
+        raise SystemExit(
+            f"mcckd: scale {scale!r} is configured (papers/mcckd/config.py, README 'How to run') but needs a GPU "
+            "and teacher rationales; this pipeline runs the toy scale here"
+        )
+    torch.set_num_threads(cfg.toy.torch_threads)
+    start = time.perf_counter()
+    out = run_toy(cfg, force)
+    rows = toy_rows(out["arms"])
+    return write_results(
+        SLUG,
+        scale,
+        rows,
+        seeds=list(cfg.seeds),
+        config=asdict(cfg),
+        wall_time_s=time.perf_counter() - start,
+        grader="strict: release last-line last-number; flexible: HEAD GSM8KEvaluator (papers/mcckd/rationales.py)",
+        sampling={"eval": "greedy", "teacher": asdict(cfg.teacher)},
+        extra={
+            "data_stats": out["data_stats"],
+            "sweep_on_validation": [
+                {k: m[k] for k in ("alpha", "temperature", "validation", "best_step")} for m in out["sweep"]
+            ],
+            "chosen": out["chosen"],
+            "summary": summary(out["arms"]),
+            "arms": out["arms"],
+        },
+    )
