@@ -444,6 +444,8 @@ def reproduce(
             f"qrm --scale {cfg.scale}: configured, not runnable in this checkout (GSM8K preference pairs of the "
             "paper are not public); see papers/qrm/README.md 'How to run' for the commands and what is missing"
         )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     work = runs_dir() / "qrm" / cfg.scale
     work.mkdir(parents=True, exist_ok=True)
