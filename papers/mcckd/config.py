@@ -4,7 +4,7 @@ Exact commands (README "How to run" has runtimes and expected results):
     make reproduce PAPER=mcckd                      # toy: CPU, ~8 min with cached base models (2 cores)
     python -m papers.mcckd.real_svamp               # optional real-model CPU run (SmolLM2-135M + LoRA, SVAMP)
     make reproduce PAPER=mcckd SCALE=small          # 1 GPU: Qwen2.5-0.5B-Instruct on GSM8K (configured, not run)
-    accelerate launch --config_file papers/mcckd/accelerate_zero3.yaml -m common.reproduce mcckd --scale paper
+    accelerate launch --config_file papers/mcckd/configs/zero3.yaml -m common.reproduce mcckd --scale paper
 
 Every default cites its source: "spec" (../shared/papers/mcckd.md), "release" (official code b7b780d),
 "HEAD" (86d263e), "3rd-party" (2hojae/mentor-kd) or "ours". UNCONFIRMED = the paper's value is unknown.
