@@ -53,9 +53,11 @@ TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny-student": TinyPreset(
         hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=2, intermediate_size=256
     ),
-    "tiny-mid": TinyPreset(hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=384),
+    # Two layers, wider: on the toy world a shallow-wide model learns more per CPU second than a deeper
+    # one of the same cost (common/synthetic/README.md, "Base models").
+    "tiny-mid": TinyPreset(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=384),
     "tiny-teacher": TinyPreset(
-        hidden_size=192, num_layers=4, num_heads=6, num_kv_heads=2, intermediate_size=576
+        hidden_size=192, num_layers=2, num_heads=6, num_kv_heads=2, intermediate_size=576
     ),
 }
 

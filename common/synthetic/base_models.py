@@ -1,6 +1,6 @@
 """Base models of the toy world: SFT of the student / mid / teacher presets, cached by config hash.
 
-    path = get_base_model("student")   # trains on first use (student ~1 min, all three ~10 min on 2 cores)
+    path = get_base_model("student")   # trains on first use (student ~1 min, all three < 5 min on 2 cores)
     model = load_causal_lm(path); tok = load_tokenizer(path)
 
 Each size is a `common.models` tiny preset trained from scratch with `common.train` on the world's
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from common.generation import HFGenerator, SamplingParams
-from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
+from common.models import TINY_PRESETS, build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from common.scoring import gsm8k_is_correct
 from common.synthetic.tokenizer import runs_dir, tokenizer_key, world_tokenizer
 from common.synthetic.world import DEFAULT_WORLD, Problem, WorldConfig, make_splits, valid_rationales
@@ -47,7 +47,7 @@ class BaseSpec:
 SIZES = {
     "student": BaseSpec("tiny-student", steps=900, lr=3e-3),
     "mid": BaseSpec("tiny-mid", steps=700, lr=2e-3),
-    "teacher": BaseSpec("tiny-teacher", steps=1000, lr=1.5e-3),
+    "teacher": BaseSpec("tiny-teacher", steps=600, lr=3e-3),
 }
 
 
@@ -67,6 +67,7 @@ def base_key(size: str, cfg: WorldConfig, seed: int, vocab_size: int) -> str:
     blob = {
         "size": size,
         "spec": asdict(SIZES[size]),
+        "preset": asdict(TINY_PRESETS[SIZES[size].preset]),
         "world": asdict(cfg),
         "seed": seed,
         "tokenizer": tokenizer_key(cfg, vocab_size),

@@ -84,3 +84,15 @@ def test_base_key_changes_with_the_config():
     assert a != base_models.base_key("student", WorldConfig(seed=6), 0, 400)
     assert a != base_models.base_key("teacher", SMALL, 0, 400)
     assert json.dumps(a)
+
+
+def test_base_key_changes_with_the_preset_shape(monkeypatch):
+    """Redefining a preset's dimensions under the same name must retrain, not reuse a stale cache."""
+    from dataclasses import replace
+
+    from common import models
+
+    a = base_models.base_key("teacher", SMALL, 0, 400)
+    wider = replace(models.TINY_PRESETS["tiny-teacher"], intermediate_size=640)
+    monkeypatch.setitem(models.TINY_PRESETS, "tiny-teacher", wider)
+    assert base_models.base_key("teacher", SMALL, 0, 400) != a
