@@ -13,6 +13,7 @@ prints greedy accuracy and pass@1 (temperature 1) on the test split (the table i
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import random
@@ -82,10 +83,20 @@ def get_base_model(
     """Folder with the SFT model + tokenizer (save_pretrained), training it first if it is not cached."""
     if size not in SIZES:
         raise ValueError(f"unknown base model size {size!r}; valid: {', '.join(SIZES)}")
-    spec = SIZES[size]
     out = runs_dir() / "base" / f"{size}-{base_key(size, cfg, seed, vocab_size)}"
     if (out / "model" / "config.json").exists():
         return out / "model"
+    out.mkdir(parents=True, exist_ok=True)
+    # Several pipelines may ask for the same base model at once: one trains, the others wait and reuse it.
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "model" / "config.json").exists():
+            _train_base(size, out, cfg, seed, vocab_size, progress)
+    return out / "model"
+
+
+def _train_base(size: str, out: Path, cfg: WorldConfig, seed: int, vocab_size: int, progress: bool) -> None:
+    spec = SIZES[size]
     tok = world_tokenizer(cfg, vocab_size)
     data = sft_examples(tok, make_splits(cfg)["train"], spec.rationales_per_problem, seed)
     model = build_tiny_causal_lm(spec.preset, vocab_size=len(tok), seed=seed, tokenizer=tok)
@@ -125,7 +136,6 @@ def get_base_model(
     )
     tmp.rename(out / "model")
     shutil.rmtree(work, ignore_errors=True)
-    return out / "model"
 
 
 def evaluate(

@@ -96,3 +96,30 @@ def test_base_key_changes_with_the_preset_shape(monkeypatch):
     wider = replace(models.TINY_PRESETS["tiny-teacher"], intermediate_size=640)
     monkeypatch.setitem(models.TINY_PRESETS, "tiny-teacher", wider)
     assert base_models.base_key("teacher", SMALL, 0, 400) != a
+
+
+def test_concurrent_requests_train_once(monkeypatch, tmp_path):
+    """Two pipelines asking for the same base model at once: one trains, the other waits and reuses it."""
+    import threading
+    import time
+
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path))
+    calls = []
+
+    def fake_train(size, out, *args):
+        calls.append(size)
+        time.sleep(0.3)
+        (out / "model").mkdir()
+        (out / "model" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(base_models, "_train_base", fake_train)
+    paths = []
+    threads = [
+        threading.Thread(target=lambda: paths.append(base_models.get_base_model("student", SMALL)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["student"] and len(paths) == 2 and paths[0] == paths[1]
