@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict
 
@@ -121,8 +122,6 @@ def toy_data(cfg: McckdConfig, force: bool = False) -> dict:
 
 def _noisy_fraction(records: list[dict], problems: dict) -> float:
     """Share of kept rationales that no valid rationale of the problem matches line for line (arithmetic)."""
-    import re
-
     noisy = total = 0
     for r in records:
         p = problems[r["id"]]
