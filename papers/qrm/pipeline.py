@@ -207,6 +207,7 @@ def rl_config(method: str, cfg: QRMConfig, seed: int, out: Path) -> RLConfig:
         warm_chunks=p.warm_chunks,
         critic_lr=p.critic_lr,
         value_coef=p.value_coef,
+        normalize_values=p.normalize_values,
         gamma=p.gae_gamma,
         lam=p.gae_lambda,
         clip=p.clip,
@@ -274,6 +275,22 @@ def rl_stage(
     return _cached(out / "result.json", force, compute)
 
 
+def sft_stage(cfg: QRMConfig, policy_path: Path, data: dict, work: Path, force: bool) -> dict:
+    """Greedy Pass@1 of the policy before RL (the SFT row), on validation and test."""
+    key = _hash(
+        {"policy": str(policy_path), "eval": asdict(cfg.eval), "n": [len(data["val"]), len(data["test"])]}
+    )
+
+    def compute() -> dict:
+        tok, model = load_tokenizer(policy_path), load_causal_lm(policy_path, dtype=torch.float32)
+        return {
+            "val_pass@1": greedy_pass1(model, tok, data["val"], cfg.eval.max_tokens),
+            "test_pass@1": greedy_pass1(model, tok, data["test"], cfg.eval.max_tokens),
+        }
+
+    return _cached(work / f"sft-{key}.json", force, compute)
+
+
 def steps_to_threshold(qrm_curve: list[dict], orm_curve: list[dict], key: str = "val_pass@1") -> dict:
     """Policy updates until each arm first reaches the ORM arm's best `key` (UNCONFIRMED definition of the
     paper's "N x faster": we take the ratio ORM steps / Q-RM steps). None when Q-RM never reaches it."""
@@ -291,10 +308,20 @@ def _spread(values: list[float]) -> str:
 
 
 def result_rows(
-    cfg: QRMConfig, gru: dict | None, rms: dict, runs: list[dict], speed: list[dict]
+    cfg: QRMConfig, gru: dict | None, rms: dict, runs: list[dict], speed: list[dict], sft: dict
 ) -> list[dict]:
     model = f"tiny-{cfg.policy}" if cfg.policy in ("student", "mid", "teacher") else Path(cfg.policy).name
-    rows = []
+    rows = [
+        {
+            "table": "toy",
+            "setting": "arith (before RL)",
+            "model": model,
+            "method": "SFT",
+            "benchmark": "toy-arith",
+            "metric": "pass@1",
+            "value": sft["test_pass@1"],
+        },
+    ]
     for r in runs:
         rows.append(
             {
@@ -454,6 +481,7 @@ def reproduce(
         get_base_model(cfg.policy) if cfg.policy in ("student", "mid", "teacher") else Path(cfg.policy)
     )
     data = world_data(cfg)
+    sft = sft_stage(cfg, policy_path, data, work, force)
     rm_kinds = sorted({METHODS[m][1] for m in cfg.methods})
     scorers, rms = {}, {}
     for kind in rm_kinds:
@@ -492,7 +520,7 @@ def reproduce(
     return write_results(
         SLUG,
         cfg.scale,
-        result_rows(cfg, gru, rms, runs, speed),
+        result_rows(cfg, gru, rms, runs, speed, sft),
         seeds=list(cfg.seeds),
         config=cfg.as_dict(),
         wall_time_s=time.perf_counter() - start,
