@@ -234,6 +234,7 @@ def rl_stage(
         {
             "method": method,
             "rl": asdict(rl_cfg) | {"output_dir": ""},
+            "rewards": asdict(cfg.reinforce if rl_cfg.algorithm == "reinforce" else cfg.ppo),
             "rm": asdict(cfg.rm),
             "policy": str(policy_path),
             "eval": asdict(cfg.eval),
