@@ -85,8 +85,8 @@ class Rollout:
 def rollout(generator: Generator, tokenizer, prompts: list[str], params: SamplingParams) -> Rollout:
     """Sample `params.n` responses per prompt and pack them as a right-padded `Rollout`.
 
-    A response that produced no token (max_tokens reached at once cannot happen; an immediate EOS gives
-    one token) always has at least one response position, so every row has a response token.
+    Any `Generator` works (HF or vLLM). Every completion has at least one token (an immediate EOS is kept
+    as a token), so every row has at least one response position.
     """
     if not prompts:
         raise ValueError("rollout: no prompts")
