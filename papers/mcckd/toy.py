@@ -117,7 +117,16 @@ def toy_data(cfg: McckdConfig, force: bool = False) -> dict:
         "toy-arith": test,
         "toy-arith-ood": make_splits(ood_world)["test"],
     }
-    return {"tok": tok, "questions": questions, "stats": stats, "heldout": heldout, "evals": evals}
+    # the arms' cache key: which teacher samples (their file) and which student base model they start from
+    key = {"samples": path.stem, "student_base": get_base_model("student").parent.name}
+    return {
+        "tok": tok,
+        "questions": questions,
+        "stats": stats,
+        "heldout": heldout,
+        "evals": evals,
+        "key": key,
+    }
 
 
 def _noisy_fraction(records: list[dict], problems: dict) -> float:
@@ -162,7 +171,8 @@ def run_arm(
         "filters": asdict(cfg.filters),
         "teacher": asdict(cfg.teacher),
         "toy": asdict(cfg.toy),
-        "v": 1,
+        "data": data["key"],
+        "v": 2,
     }
     out = runs_dir() / "mcckd" / "toy" / f"{method}-a{alpha}-T{temperature}-s{seed}-{_key(blob)}"
     if (out / "metrics.json").exists() and not force:
@@ -222,7 +232,7 @@ def run_toy(cfg: McckdConfig, force: bool = False) -> dict:
         for a in cfg.toy.sweep_alpha
         for t in cfg.toy.sweep_temperature
     ]
-    best = max(sweep, key=lambda m: m["validation"])
+    best = max(sweep, key=lambda m: m["validation"])  # ties: the first in grid order
     arms = []
     for seed in cfg.seeds:
         arms.append(run_arm(cfg, data, "CoT-KD", 0.0, 1.0, seed, force))
