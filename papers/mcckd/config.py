@@ -1,7 +1,7 @@
 """MCC-KD run configurations: a dataclass per stage, three presets (`get_config("toy"|"small"|"paper")`).
 
 Exact commands (README "How to run" has runtimes and expected results):
-    make reproduce PAPER=mcckd                      # toy: CPU, 11.2 min measured (busy 2-core machine, cached base models)
+    make reproduce PAPER=mcckd                      # toy: CPU, 4-11 min on the shared 2-core machine (README)
     python -m papers.mcckd.real_svamp               # optional real-model CPU run (SmolLM2-135M + LoRA, SVAMP)
     make reproduce PAPER=mcckd SCALE=small          # 1 GPU: Qwen2.5-0.5B-Instruct on GSM8K (configured, not run)
     accelerate launch --config_file papers/mcckd/configs/zero3.yaml -m common.reproduce mcckd --scale paper
