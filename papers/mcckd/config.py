@@ -116,7 +116,7 @@ TOY = McckdConfig(
         replicas=12,
     ),
     toy=ToyConfig(),
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),  # spec toy check: 5 seeds
 )
 SMALL = McckdConfig(
     scale="small",
