@@ -47,7 +47,7 @@ class BaseSpec:
 # papers need, and the teacher is far stronger.
 SIZES = {
     "student": BaseSpec("tiny-student", steps=900, lr=3e-3),
-    "mid": BaseSpec("tiny-mid", steps=700, lr=2e-3),
+    "mid": BaseSpec("tiny-mid", steps=550, lr=2e-3),
     "teacher": BaseSpec("tiny-teacher", steps=600, lr=3e-3),
 }
 
