@@ -172,8 +172,8 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert "| yes |" in text and "Reproduced, toy scale" in text
     top = (root / "README.md").read_text()
     assert (
-        "| [qrm](papers/qrm/README.md) | reward model + RL | not built yet | toy | 1/1 hold, 2 without rows |"
-        in top
+        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy "
+        "| 1/1 hold, 1 without rows, 1 not checkable at toy |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
