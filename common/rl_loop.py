@@ -17,6 +17,14 @@ After every chunk the policy, critic, both optimizers and the curve are saved at
 restarts at the next chunk and equals the uninterrupted run (sampling seeds and minibatch orders are
 functions of (seed, chunk), never of the RNG state left by earlier chunks).
 
+Rollout backend: by default an `HFGenerator` over the in-memory policy. `generator_factory(policy) ->
+Generator`, called at the start of every chunk with the current policy, lets a caller roll out with
+another engine; `VLLMPolicyEngine` is the vLLM one: it saves the policy once, starts a vLLM engine on
+that folder, and before each later chunk copies the policy's updated weights into the engine in place
+(vLLM's worker `reload_weights`, through `LLM.collective_rpc`), so rollouts always sample the current
+policy. Log pi_old is recomputed with the training model either way, so the engine's log-probs never
+enter a loss.
+
 Departures from the official code: one Adam optimizer kept across chunks (the code makes a new one
 per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_norm`, None = off).
 """
@@ -33,7 +41,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from common.generation import HFGenerator, SamplingParams
+from common.generation import Generator, HFGenerator, SamplingParams
 from common.rl import (
     Rollout,
     gae,
@@ -142,6 +150,52 @@ def write_curve(curve: list[dict], out_dir: str | Path, name: str = "curve") -> 
     return out
 
 
+class VLLMPolicyEngine:
+    """A vLLM engine that follows a policy being trained: `engine(policy) -> Generator`.
+
+    The first call saves `policy` + `tokenizer` under `workdir` and starts the engine there
+    (`common.generation.VLLMGenerator`, in this process); every later call copies the policy's current
+    weights into the engine in place (`reload_weights` on the worker, checkpoint-format names, so vLLM
+    fuses q/k/v and gate/up itself) and drops the prefix cache. Weights are not re-copied when the
+    policy's parameters have not changed since the last call (same tensor versions). `engine_kwargs` go
+    to the vLLM engine (e.g. `gpu_memory_utilization=0.3` to leave room for training on one GPU).
+    """
+
+    def __init__(self, tokenizer, workdir: str | Path, seed: int = 0, **engine_kwargs):
+        self.tokenizer, self.workdir, self.seed, self.engine_kwargs = (
+            tokenizer,
+            Path(workdir),
+            seed,
+            engine_kwargs,
+        )
+        self.generator, self.syncs, self._versions = None, 0, None
+
+    def _version(self, policy: torch.nn.Module) -> tuple:
+        return tuple(p._version for p in policy.parameters())
+
+    def __call__(self, policy: torch.nn.Module) -> Generator:
+        from common.generation import VLLMGenerator, save_for_vllm
+
+        if self.generator is None:
+            path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")
+            self.generator = VLLMGenerator(path, seed=self.seed, **self.engine_kwargs)
+        elif self._version(policy) != self._versions:
+            self.sync(policy)
+        self._versions = self._version(policy)
+        return self.generator
+
+    @torch.no_grad()
+    def sync(self, policy: torch.nn.Module) -> None:
+        """Copy every weight of `policy` (HF names) into the running engine."""
+        weights = [(name, t.detach()) for name, t in policy.state_dict().items()]
+        llm = self.generator.llm
+        llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
+        llm.reset_prefix_cache()
+        self.syncs += 1
+
+
 def run_rl(
     policy: torch.nn.Module,
     tokenizer,
@@ -151,12 +205,15 @@ def run_rl(
     critic: torch.nn.Module | None = None,
     ref_model: torch.nn.Module | None = None,
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    generator_factory: Callable[[torch.nn.Module], Generator] | None = None,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
     The curve's rows hold `chunk`, `step` (policy optimizer steps so far), the chunk's mean token and
     sequence reward, and whatever `evaluate(policy)` returns (evaluated before training as chunk 0 and
     every `eval_every` chunks). It is also written to `output_dir/curve.csv`.
+    `generator_factory(policy)`: the rollout generator of each chunk (e.g. a `VLLMPolicyEngine`); None
+    samples with an `HFGenerator` over `policy`.
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -181,7 +238,9 @@ def run_rl(
         curve, start, steps = state["curve"], state["chunk"], state["steps"]
     elif evaluate is not None:
         curve.append({"chunk": 0, "step": 0, **evaluate(policy)})
-    gen = HFGenerator(policy, tokenizer, batch_size=cfg.generation_batch_size, progress=False)
+    gen = None
+    if generator_factory is None:
+        gen = HFGenerator(policy, tokenizer, batch_size=cfg.generation_batch_size, progress=False)
     bar = tqdm(range(start, cfg.chunks), desc=f"rl {cfg.algorithm}", disable=not cfg.progress, leave=False)
     for k in bar:
         for group in opt.param_groups:
@@ -193,6 +252,8 @@ def run_rl(
             max_tokens=cfg.max_tokens,
             seed=cfg.seed * 100_003 + k,
         )
+        if generator_factory is not None:
+            gen = generator_factory(policy)
         ro = rollout(gen, tokenizer, chunk_prompts(prompts, k, cfg.prompts_per_chunk, cfg.seed), params)
         mask = ro.response_mask
         policy.eval()
@@ -260,14 +321,16 @@ def evaluate_pass_at_k(
     max_tokens: int = 256,
     seed: int = 0,
     batch_size: int = 128,
+    generator: Generator | None = None,
 ) -> dict[str, float]:
     """Mean unbiased Pass@k over prompts from n samples each; `is_correct(prompt_index, text)` grades.
 
-    temperature 0 with n = 1 is the paper's greedy Pass@1.
+    temperature 0 with n = 1 is the paper's greedy Pass@1. `generator`: sample with it (e.g. a vLLM
+    engine synced to `model`) instead of an `HFGenerator` over `model`.
     """
     if any(k > n for k in ks):
         raise ValueError(f"evaluate_pass_at_k: every k in {ks} must be <= n = {n}")
-    gen = HFGenerator(model, tokenizer, batch_size=batch_size, progress=False)
+    gen = generator or HFGenerator(model, tokenizer, batch_size=batch_size, progress=False)
     outs = gen.generate(
         prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
     )
