@@ -66,9 +66,25 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same rollout with its tensors on `device` (itself when they are there already)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Rollout(
+            prompt_ids=self.prompt_ids,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            response_mask=move(self.response_mask),
+            logp_old=move(self.logp_old),
+            texts=self.texts,
+            prompt_index=self.prompt_index,
+            logp_ref=move(self.logp_ref),
+        )
+
     def select(self, rows: torch.Tensor | list[int]) -> Rollout:
         """The sub-rollout of these rows (for minibatches)."""
-        idx = torch.as_tensor(rows, dtype=torch.long)
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
         keep = idx.tolist()
         return Rollout(
             prompt_ids=[self.prompt_ids[i] for i in keep],

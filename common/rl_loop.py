@@ -120,6 +120,17 @@ def critic_values(critic: torch.nn.Module, ro: Rollout) -> torch.Tensor:
     return torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1).float()
 
 
+def _chunk_logprobs(model: torch.nn.Module, ro: Rollout, batch_size: int | None) -> torch.Tensor:
+    """`sequence_logprobs` over a whole rollout, `batch_size` rows per forward (None: all at once)."""
+    if batch_size is None:
+        return sequence_logprobs(model, ro.input_ids, ro.attention_mask)
+    parts = [
+        sequence_logprobs(model, ro.input_ids[s : s + batch_size], ro.attention_mask[s : s + batch_size])
+        for s in range(0, len(ro), batch_size)
+    ]
+    return torch.cat(parts)
+
+
 def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x[mask].float().std(unbiased=False).clamp_min(1e-8)
 
@@ -206,6 +217,7 @@ def run_rl(
     ref_model: torch.nn.Module | None = None,
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     generator_factory: Callable[[torch.nn.Module], Generator] | None = None,
+    forward_batch_size: int | None = None,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -213,7 +225,9 @@ def run_rl(
     sequence reward, and whatever `evaluate(policy)` returns (evaluated before training as chunk 0 and
     every `eval_every` chunks). It is also written to `output_dir/curve.csv`.
     `generator_factory(policy)`: the rollout generator of each chunk (e.g. a `VLLMPolicyEngine`); None
-    samples with an `HFGenerator` over `policy`.
+    samples with an `HFGenerator` over `policy`. Rollouts are moved to the policy's device.
+    `forward_batch_size`: rows per no-grad forward when computing log pi_old / log pi_ref over a chunk
+    (None: the whole chunk in one pass; a real model's [chunk, seq, vocab] logits need batches).
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -255,12 +269,13 @@ def run_rl(
         if generator_factory is not None:
             gen = generator_factory(policy)
         ro = rollout(gen, tokenizer, chunk_prompts(prompts, k, cfg.prompts_per_chunk, cfg.seed), params)
+        ro = ro.to(next(policy.parameters()).device)
         mask = ro.response_mask
         policy.eval()
         with torch.no_grad():
-            ro.logp_old = sequence_logprobs(policy, ro.input_ids, ro.attention_mask) * mask
+            ro.logp_old = _chunk_logprobs(policy, ro, forward_batch_size) * mask
             if ref_model is not None:
-                ro.logp_ref = sequence_logprobs(ref_model, ro.input_ids, ro.attention_mask) * mask
+                ro.logp_ref = _chunk_logprobs(ref_model, ro, forward_batch_size) * mask
             rewards = reward_fn(ro)
             if rewards.shape != ro.input_ids.shape:
                 raise ValueError(
