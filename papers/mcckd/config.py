@@ -125,14 +125,25 @@ SMALL = McckdConfig(
     scale="small",
     teacher=TeacherConfig(model="Qwen/Qwen2.5-7B-Instruct", samples=10, max_tokens=512),
     student=StudentConfig(
-        model="Qwen/Qwen2.5-0.5B-Instruct", lora=True, lr=1e-4, steps=3000, questions_per_step=8
+        model="Qwen/Qwen2.5-0.5B-Instruct",
+        lora=True,
+        lr=1e-4,
+        steps=3000,
+        questions_per_step=8,
+        eval_every=500,  # ours: 7 dev checkpoints; each holds the whole model (~1 GB), kept until selection
     ),
     seeds=(0,),
 )
 PAPER = McckdConfig(
     scale="paper",
     teacher=TeacherConfig(model="gpt-3.5-turbo", endpoint="https://api.openai.com/v1", samples=10),
-    student=StudentConfig(model="huggyllama/llama-7b", lora=True, steps=12 * 1868, questions_per_step=2),
+    student=StudentConfig(
+        model="huggyllama/llama-7b",
+        lora=True,
+        steps=12 * 1868,
+        questions_per_step=2,
+        eval_every=1868,  # release: dev accuracy after each of the 12 epochs
+    ),
     seeds=(0,),
 )
 PRESETS = {"toy": TOY, "small": SMALL, "paper": PAPER}
