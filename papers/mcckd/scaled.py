@@ -19,8 +19,8 @@ Which OOD pairs the paper used is UNCONFIRMED (spec "Evaluation"); ours: every o
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import math
 import os
 import shutil
 import time
@@ -51,10 +51,12 @@ from papers.mcckd.real_svamp import truncate
 from papers.mcckd.scaled_data import (
     SETS,
     TEACHER_PROMPT,
+    cached_ids,
     digest,
     eval_rows,
     make_records,
     set_name,
+    teacher_endpoint,
     teacher_samples,
     train_questions,
 )
@@ -81,6 +83,9 @@ class ScaledConfig:
     backend: str = "auto"
     """Teacher sampling and test decoding: auto (vLLM on CUDA, HF elsewhere) | hf | vllm."""
     eval_batch_size: int = 64
+    max_epochs: float = 12.0
+    """Caps the preset's steps at this many passes over a set's questions (release: 12 epochs), so that
+    SVAMP's 642 questions are not seen 75 times under the small preset's 3,000 x 8."""
     vllm_memory: float = 0.4
     """vLLM gpu_memory_utilization for test decoding (ours: leaves room for the student in memory)."""
 
@@ -125,24 +130,42 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def in_child(fn, *args) -> None:
+    """Run `fn(*args)` in a spawned process: a GPU engine (vLLM) frees all its memory when the process ends."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(target=fn, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"mcckd: {fn.__name__} failed in its own process (exit code {proc.exitcode})")
+
+
+def vllm_greedy(model_dir: str, prompts: list[str], max_tokens: int, memory: float, out_json: str) -> None:
+    """Greedy completions of `prompts` by the vLLM engine on `model_dir`, written to `out_json`."""
+    from common.generation import SamplingParams, make_generator
+
+    gen = make_generator(model_dir, backend="vllm", gpu_memory_utilization=memory)
+    outs = gen.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    Path(out_json).write_text(json.dumps([o.text for o in outs]))
+
+
 def decode(
     model, tok, prompts: list[str], sc: ScaledConfig, max_tokens: int, seq2seq: bool, tmp: Path
 ) -> list[str]:
-    """Greedy test decoding: vLLM on CUDA (merged weights written to `tmp`, removed after), else the HF loop."""
-    from common.generation import SamplingParams, make_generator, save_for_vllm
+    """Greedy test decoding: vLLM on CUDA (merged weights in `tmp`, its own process), else the HF loop."""
+    from common.generation import save_for_vllm
 
     use_vllm = not seq2seq and (sc.backend == "vllm" or (sc.backend == "auto" and torch.cuda.is_available()))
     if not use_vllm or not _vllm_installed():
         return greedy_texts(model, tok, prompts, max_tokens, encoder_decoder=seq2seq)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     save_for_vllm(merged, tok, tmp)
-    gen = make_generator(str(tmp), backend="vllm", gpu_memory_utilization=sc.vllm_memory)
-    outs = gen.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
-    del gen
+    result = tmp / "greedy.json"
+    in_child(vllm_greedy, str(tmp), prompts, max_tokens, sc.vllm_memory, str(result))
+    texts = json.loads(result.read_text())
     shutil.rmtree(tmp, ignore_errors=True)
-    gc.collect()
-    torch.cuda.empty_cache()
-    return [o.text for o in outs]
+    return texts
 
 
 def _vllm_installed() -> bool:
@@ -155,7 +178,9 @@ def run_arm(cfg: McckdConfig, sc: ScaledConfig, data: dict, method: str, seed: i
     """Train (or reload) one student, select on dev, decode the test splits; `metrics.json` is written last."""
     if (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
-    st, tok, kind = cfg.student, data["tok"], data["kind"]
+    tok, kind, n_questions = data["tok"], data["kind"], len(data["questions"])
+    cap = math.ceil(sc.max_epochs * n_questions / cfg.student.questions_per_step)
+    st = replace(cfg.student, steps=min(cfg.student.steps, cap))
     torch.manual_seed(seed)
     model, seq2seq = load_student(cfg)
     questions = [[to_seq2seq(ex) for ex in q] for q in data["questions"]] if seq2seq else data["questions"]
@@ -191,9 +216,12 @@ def run_arm(cfg: McckdConfig, sc: ScaledConfig, data: dict, method: str, seed: i
         selection = train_and_select(
             model, items, loss_fn, train_cfg, tok.pad_token_id, dev_score, st.eval_every
         )
-        save_file(_trainable_state(model), str(best))
+        if not _main_process():  # other ranks of a multi-GPU launch: rank 0 saves and evaluates
+            return {"method": method, "seed": seed}
         (out / "selection.json").write_text(json.dumps(selection))
-    metrics = {"method": method, "seed": seed, **selection, "tests": {}}
+        save_file(_trainable_state(model), str(out / "best.tmp"))
+        os.replace(out / "best.tmp", best)  # last: its presence marks training + selection as done
+    metrics = {"method": method, "seed": seed, "steps": st.steps, **selection, "tests": {}}
     prompts = [svamp_prompt(r["question"]) for rows in data["tests"].values() for r in rows]
     texts = iter(decode(model, tok, prompts, sc, st.max_new_tokens, seq2seq, out / "merged"))
     for name, rows in data["tests"].items():
@@ -202,7 +230,8 @@ def run_arm(cfg: McckdConfig, sc: ScaledConfig, data: dict, method: str, seed: i
         with (out / f"samples-{name}.jsonl").open("w") as fh:
             for r, t in zip(rows, outputs):
                 fh.write(json.dumps({"id": r["id"], "label": r["answer"], "output": t}) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out / "metrics.tmp").write_text(json.dumps(metrics, indent=1))
+    os.replace(out / "metrics.tmp", out / "metrics.json")
     return metrics
 
 
@@ -217,15 +246,25 @@ def rationale_rows(
         path = root / "teacher" / f"{name}-{digest(source)}.jsonl"
         if force:
             path.unlink(missing_ok=True)
-        samples = teacher_samples(
+        args = (
             questions,
             SETS[name][1],
             cfg.teacher,
             path,
             sc.backend,
-            chunk=sc.teacher_chunk,
-            template=sc.teacher_prompt,
+            0,
+            sc.teacher_chunk,
+            sc.teacher_prompt,
         )
+        todo = {q["id"] for q in questions} - cached_ids(path)
+        if todo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise RuntimeError(
+                f"mcckd: {len(todo)} {name} questions lack teacher samples; run `python -m papers.mcckd.scaled "
+                f"--scale {cfg.scale} --stage teacher` (one process) before the multi-GPU launch"
+            )
+        if todo and torch.cuda.is_available() and not teacher_endpoint(cfg.teacher):
+            in_child(teacher_samples, *args)  # the teacher's GPU memory is freed before the students train
+        samples = teacher_samples(*args)
         questions = [{**q, "rationales": samples[q["id"]]} for q in questions]
     return questions, source
 
@@ -258,7 +297,7 @@ def prepare_set(cfg: McckdConfig, sc: ScaledConfig, name: str, data_dir, root: P
 def arm_key(cfg: McckdConfig, sc: ScaledConfig, data: dict) -> str:
     """Cache key of a student arm: its data, student settings and evaluation splits (not the backend)."""
     blob = {"data": data["key"], "student": asdict(cfg.student), "tests": list(data["tests"])}
-    return digest({**blob, "limits": (sc.limit_dev, sc.limit_test)})
+    return digest({**blob, "limits": (sc.limit_dev, sc.limit_test), "max_epochs": sc.max_epochs})
 
 
 def result_rows(cfg: McckdConfig, train_set: str, arms: list[dict]) -> list[dict]:
@@ -303,10 +342,12 @@ def reproduce_scaled(
         for seed in cfg.seeds:
             for method in METHODS:
                 out = root / name / f"{method}-s{seed}-{arm_key(cfg, sc, data)}"
-                if force:
+                if force and _main_process():
                     shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True, exist_ok=True)
                 arms.append(run_arm(cfg, sc, data, method, seed, out))
+        if not _main_process():
+            continue
         rows += result_rows(cfg, name, arms)
         extra["sets"][name] = {"data_stats": data["stats"], "arms": arms}
     if stage == "teacher":

@@ -130,6 +130,22 @@ def _chat(tokenizer, prompt: str) -> str:
     return prompt
 
 
+def teacher_endpoint(teacher: TeacherConfig) -> str | None:
+    """The OpenAI-compatible base URL to sample from ($MCCKD_TEACHER_ENDPOINT first), or None (local model)."""
+    return os.environ.get(ENDPOINT_ENV) or teacher.endpoint
+
+
+def cached_ids(path: Path) -> set[str]:
+    """Question ids already complete in a teacher cache (a torn last line does not count)."""
+    done = set()
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            done.add(json.loads(line)["key"])
+        except (json.JSONDecodeError, KeyError):
+            break
+    return done
+
+
 def teacher_samples(
     questions: Sequence[dict],
     kind: str,
@@ -145,7 +161,7 @@ def teacher_samples(
     Source: an OpenAI-compatible endpoint when `teacher.endpoint` or $MCCKD_TEACHER_ENDPOINT is set (model:
     `teacher.model`, or $MCCKD_TEACHER_MODEL); else the local model through `common.generation`
     (`backend`: auto = vLLM on CUDA, HF elsewhere), prompts in its chat template."""
-    endpoint = os.environ.get(ENDPOINT_ENV) or teacher.endpoint
+    endpoint = teacher_endpoint(teacher)
     model = os.environ.get(TEACHER_MODEL_ENV) or teacher.model
     prompts = [teacher_prompt(q["question"], kind, template) for q in questions]
     state: dict = {}
