@@ -173,3 +173,31 @@ def test_records_need_two_rationales_and_csqa_uses_letters():
     records, stats = make_records("csqa", choice, get_config("small").filters)
     assert stats["correct_mean"] == 3 and records[0]["output"][0].endswith("Therefore, the answer is B .")
     assert score(["so the answer is (B)", "A"], ["B", "B"], "letter") == {"strict": 0.5, "flexible": 0.5}
+
+
+def test_flan_t5_style_student_trains_and_is_scored(tmp_path, monkeypatch):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    tok = load_tokenizer(smollm2_dir())
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tok.save_pretrained(tmp_path / "t5")
+    cfg = small_cfg(tmp_path / "t5")
+    sc = replace(SC, limit_train=4, limit_dev=2, limit_test=2, eval_sets=("svamp",))
+    out = reproduce_scaled(cfg, data_dir=str(SHARED), sc=sc, results_root=tmp_path / "repo")
+    prov = json.loads((out / "provenance.json").read_text())
+    arms = prov["sets"]["svamp"]["arms"]
+    assert [a["method"] for a in arms] == ["CoT-KD", "MCC-KD"] and all(a["steps"] == 2 for a in arms)
+    assert set(arms[0]["tests"]) == {"svamp"}
