@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,31 +169,30 @@ class VLLMPolicyEngine:
     (`common.generation.VLLMGenerator`, in this process); every later call copies the policy's current
     weights into the engine in place (`reload_weights` on the worker, checkpoint-format names, so vLLM
     fuses q/k/v and gate/up itself) and drops the prefix cache. Weights are not re-copied when the
-    policy's parameters have not changed since the last call (same tensor versions). `engine_kwargs` go
-    to the vLLM engine (e.g. `gpu_memory_utilization=0.3` to leave room for training on one GPU).
+    call is for the same policy object with unchanged parameters (same tensor versions); another
+    policy object is always copied in. `engine_kwargs` go to the vLLM engine (e.g.
+    `gpu_memory_utilization=0.3` to leave room for training on one GPU).
     """
 
     def __init__(self, tokenizer, workdir: str | Path, seed: int = 0, **engine_kwargs):
-        self.tokenizer, self.workdir, self.seed, self.engine_kwargs = (
-            tokenizer,
-            Path(workdir),
-            seed,
-            engine_kwargs,
-        )
-        self.generator, self.syncs, self._versions = None, 0, None
+        self.tokenizer, self.workdir, self.seed = tokenizer, Path(workdir), seed
+        self.engine_kwargs = engine_kwargs
+        self.generator, self.syncs = None, 0
+        self._synced: tuple[weakref.ref, tuple[int, ...]] | None = None  # (policy, its tensor versions)
 
-    def _version(self, policy: torch.nn.Module) -> tuple:
-        return tuple(p._version for p in policy.parameters())
+    def _state(self, policy: torch.nn.Module) -> tuple[weakref.ref, tuple[int, ...]]:
+        return weakref.ref(policy), tuple(p._version for p in policy.parameters())
 
     def __call__(self, policy: torch.nn.Module) -> Generator:
         from common.generation import VLLMGenerator, save_for_vllm
 
+        ref, versions = self._state(policy)
         if self.generator is None:
             path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")
             self.generator = VLLMGenerator(path, seed=self.seed, **self.engine_kwargs)
-        elif self._version(policy) != self._versions:
-            self.sync(policy)
-        self._versions = self._version(policy)
+        elif self._synced is None or self._synced[0]() is not policy or self._synced[1] != versions:
+            self.sync(policy)  # another policy object, or this one was updated since the last call
+        self._synced = (ref, versions)
         return self.generator
 
     @torch.no_grad()

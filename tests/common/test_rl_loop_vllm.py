@@ -61,3 +61,6 @@ def test_vllm_rollouts_follow_the_updated_policy(tmp_path):
     hf, vl = _greedy(HFGenerator(policy, tok), PROMPTS), _greedy(engine(policy), PROMPTS)
     assert [a.token_ids for a in hf] == [b.token_ids for b in vl]
     assert [a.logprobs for a in hf][0] == pytest.approx([b.logprobs for b in vl][0], abs=1e-4)
+    syncs = engine.syncs  # another policy object (e.g. the next run's fresh policy) is always copied in
+    assert [o.token_ids for o in _greedy(engine(before), PROMPTS)] == [o.token_ids for o in old]
+    assert engine.syncs == syncs + 1
