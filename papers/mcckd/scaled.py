@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -46,7 +45,6 @@ from papers.mcckd.distill import (
     to_seq2seq,
     train_and_select,
 )
-from papers.mcckd.rationales import extract_choice_flexible, extract_choice_strict, is_correct
 from papers.mcckd.real_svamp import truncate
 from papers.mcckd.scaled_data import (
     SETS,
@@ -60,6 +58,7 @@ from papers.mcckd.scaled_data import (
     teacher_samples,
     train_questions,
 )
+from papers.mcckd.scaled_eval import decode, in_child, score
 
 SLUG, METHODS = "mcckd", ("CoT-KD", "MCC-KD")
 
@@ -82,7 +81,6 @@ class ScaledConfig:
     """Questions per appended chunk of the teacher cache (the resume granularity)."""
     backend: str = "auto"
     """Teacher sampling and test decoding: auto (vLLM on CUDA, HF elsewhere) | hf | vllm."""
-    eval_batch_size: int = 64
     max_epochs: float = 12.0
     """Caps the preset's steps at this many passes over a set's questions (release: 12 epochs), so that
     SVAMP's 642 questions are not seen 75 times under the small preset's 3,000 x 8."""
@@ -98,16 +96,6 @@ def scaled_settings(scale: str) -> ScaledConfig:
 
 def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def score(texts: Sequence[str], labels: Sequence[str], kind: str) -> dict[str, float]:
-    """Accuracy with the strict (release) and flexible (HEAD) extractors; letters for CSQA."""
-    n = max(len(labels), 1)
-    if kind == "letter":
-        strict = sum(extract_choice_strict(t) == y for t, y in zip(texts, labels))
-        flexible = sum(extract_choice_flexible(t) == y.lower() for t, y in zip(texts, labels))
-        return {"strict": strict / n, "flexible": flexible / n}
-    return {m: sum(is_correct(t, y, m) for t, y in zip(texts, labels)) / n for m in ("strict", "flexible")}
 
 
 def load_student(cfg: McckdConfig):
@@ -128,50 +116,6 @@ def load_student(cfg: McckdConfig):
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def in_child(fn, *args) -> None:
-    """Run `fn(*args)` in a spawned process: a GPU engine (vLLM) frees all its memory when the process ends."""
-    import multiprocessing
-
-    proc = multiprocessing.get_context("spawn").Process(target=fn, args=args)
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"mcckd: {fn.__name__} failed in its own process (exit code {proc.exitcode})")
-
-
-def vllm_greedy(model_dir: str, prompts: list[str], max_tokens: int, memory: float, out_json: str) -> None:
-    """Greedy completions of `prompts` by the vLLM engine on `model_dir`, written to `out_json`."""
-    from common.generation import SamplingParams, make_generator
-
-    gen = make_generator(model_dir, backend="vllm", gpu_memory_utilization=memory)
-    outs = gen.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
-    Path(out_json).write_text(json.dumps([o.text for o in outs]))
-
-
-def decode(
-    model, tok, prompts: list[str], sc: ScaledConfig, max_tokens: int, seq2seq: bool, tmp: Path
-) -> list[str]:
-    """Greedy test decoding: vLLM on CUDA (merged weights in `tmp`, its own process), else the HF loop."""
-    from common.generation import save_for_vllm
-
-    use_vllm = not seq2seq and (sc.backend == "vllm" or (sc.backend == "auto" and torch.cuda.is_available()))
-    if not use_vllm or not _vllm_installed():
-        return greedy_texts(model, tok, prompts, max_tokens, encoder_decoder=seq2seq)
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    save_for_vllm(merged, tok, tmp)
-    result = tmp / "greedy.json"
-    in_child(vllm_greedy, str(tmp), prompts, max_tokens, sc.vllm_memory, str(result))
-    texts = json.loads(result.read_text())
-    shutil.rmtree(tmp, ignore_errors=True)
-    return texts
-
-
-def _vllm_installed() -> bool:
-    from common.generation_vllm import vllm_available
-
-    return vllm_available()
 
 
 def run_arm(cfg: McckdConfig, sc: ScaledConfig, data: dict, method: str, seed: int, out: Path) -> dict:
@@ -223,7 +167,10 @@ def run_arm(cfg: McckdConfig, sc: ScaledConfig, data: dict, method: str, seed: i
         os.replace(out / "best.tmp", best)  # last: its presence marks training + selection as done
     metrics = {"method": method, "seed": seed, "steps": st.steps, **selection, "tests": {}}
     prompts = [svamp_prompt(r["question"]) for rows in data["tests"].values() for r in rows]
-    texts = iter(decode(model, tok, prompts, sc, st.max_new_tokens, seq2seq, out / "merged"))
+    texts = decode(
+        model, tok, prompts, st.max_new_tokens, seq2seq, out / "merged", sc.backend, sc.vllm_memory
+    )
+    texts = iter(texts)
     for name, rows in data["tests"].items():
         outputs = [next(texts) for _ in rows]
         metrics["tests"][name] = score(outputs, [r["answer"] for r in rows], SETS[name][1])

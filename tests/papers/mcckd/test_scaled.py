@@ -17,8 +17,9 @@ from common.models import add_lora, build_tiny_causal_lm, load_causal_lm, load_t
 from papers.mcckd import scaled
 from papers.mcckd.config import TeacherConfig, get_config
 from papers.mcckd.rationales import TooFewRationales
-from papers.mcckd.scaled import ScaledConfig, reproduce_scaled, score
+from papers.mcckd.scaled import ScaledConfig, reproduce_scaled
 from papers.mcckd.scaled_data import MissingTrainData, make_records, teacher_samples, train_questions
+from papers.mcckd.scaled_eval import decode, in_child, score
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
@@ -121,7 +122,7 @@ def test_teacher_sampling_with_a_tiny_hf_teacher(tiny_dir, tmp_path):
     assert again == first  # resumed: two kept, the torn one re-sampled with the same seed
     assert len(path.read_text().splitlines()) == 3
     child = tmp_path / "child.jsonl"  # what the CUDA path does: sample in a spawned process, read here
-    scaled.in_child(teacher_samples, questions, "number", teacher, child, "hf", 0, 2)
+    in_child(teacher_samples, questions, "number", teacher, child, "hf", 0, 2)
     assert child.read_text() == path.read_text()
 
 
@@ -134,8 +135,8 @@ def test_vllm_decoding_of_a_merged_lora_student_matches_hf(tiny_dir, tmp_path):
             if "lora_B" in n:
                 p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(n)))
     prompts = [r["question"] + "\n" for r in train_questions("svamp", SHARED, limit=4)]
-    hf = scaled.decode(model, tok, prompts, replace(SC, backend="hf"), 8, False, tmp_path / "m")
-    vllm = scaled.decode(model, tok, prompts, replace(SC, backend="vllm"), 8, False, tmp_path / "m")
+    hf = decode(model, tok, prompts, 8, False, tmp_path / "m", backend="hf")
+    vllm = decode(model, tok, prompts, 8, False, tmp_path / "m", backend="vllm")
     assert vllm == hf and not (tmp_path / "m").exists()
 
 
