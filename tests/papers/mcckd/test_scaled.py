@@ -55,17 +55,36 @@ def small_cfg(tiny_dir):
 SC = ScaledConfig(train_sets=("svamp",), limit_train=8, limit_dev=3, limit_test=3, backend="hf")
 
 
-def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch):
+def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     cfg = small_cfg(tiny_dir)
+    real_ce = scaled.ce_loss_fn
+
+    def dying_ce(*args):
+        loss_fn, seen = real_ce(*args), []
+
+        def loss(model, batch):
+            seen.append(1)
+            if len(seen) == 2:
+                raise RuntimeError("killed during training")
+            return loss_fn(model, batch)
+
+        return loss
+
+    with monkeypatch.context() as m:  # first run: dies in CoT-KD's step 2, after the step-1 checkpoint
+        m.setattr(scaled, "ce_loss_fn", dying_ce)
+        with pytest.raises(RuntimeError, match="killed during training"):
+            reproduce_scaled(cfg, data_dir=str(SHARED), sc=SC, results_root=tmp_path / "repo")
+    capsys.readouterr()
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed during test decoding")
 
-    with monkeypatch.context() as m:  # first run: dies after the first arm's training and dev selection
+    with monkeypatch.context() as m:  # second run: resumes training, dies after CoT-KD's dev selection
         m.setattr(scaled, "decode", killed)
         with pytest.raises(RuntimeError, match="killed"):
             reproduce_scaled(cfg, data_dir=str(SHARED), sc=SC, results_root=tmp_path / "repo")
+    assert "(resuming at step 1 from" in capsys.readouterr().out
     arms = sorted((tmp_path / "runs" / "mcckd" / "small" / "svamp").iterdir())
     assert [a.name.split("-s0-")[0] for a in arms] == ["CoT-KD"]
     assert (arms[0] / "best.safetensors").exists() and not (arms[0] / "metrics.json").exists()
