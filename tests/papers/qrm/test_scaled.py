@@ -12,7 +12,7 @@ import torch
 
 from common.generation import HFGenerator
 from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
-from papers.qrm import scaled
+from papers.qrm import scaled_stages
 from papers.qrm.config import EvalConfig, PPOConfig, QRMConfig, ReinforceConfig, RMConfig
 from papers.qrm.prefs import PrefsConfig, build_pairs, format_prompt, question_pairs, read_pairs
 from papers.qrm.scaled import ScaledConfig, reproduce_scaled
@@ -152,15 +152,17 @@ def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatc
     path, _ = tiny
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     cfg, sc = small_cfg(path)
-    real_rl = scaled.run_rl
-    monkeypatch.setattr(scaled, "run_rl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    real_rl = scaled_stages.run_rl
+    monkeypatch.setattr(scaled_stages, "run_rl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed at the first RL run: pairs, RMs, SFT scores are cached
         reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
     assert not (tmp_path / "papers").exists()
     for name in ("train_reward_model", "train_dpo_reward_model"):
-        monkeypatch.setattr(scaled, name, lambda *a, **k: pytest.fail("a finished stage ran again"))
-    monkeypatch.setattr(scaled._LazyGenerator, "generate", lambda *a: pytest.fail("pairs sampled again"))
-    monkeypatch.setattr(scaled, "run_rl", real_rl)
+        monkeypatch.setattr(scaled_stages, name, lambda *a, **k: pytest.fail("a finished stage ran again"))
+    monkeypatch.setattr(
+        scaled_stages.LazyGenerator, "generate", lambda *a: pytest.fail("pairs sampled again")
+    )
+    monkeypatch.setattr(scaled_stages, "run_rl", real_rl)
     out = reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
     rows = (out / "reproduced.csv").read_text().splitlines()
     assert out == tmp_path / "papers" / "qrm" / "results" / "small"
@@ -176,7 +178,7 @@ def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatc
     assert [len(r["curve"]) for r in curves] == [2, 3, 3]  # before RL + every chunk
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["prefs"]["gsm8k"]["pairs"] > 0 and prov["sampling"]["generator"] == "HF"
-    monkeypatch.setattr(scaled, "run_rl", lambda *a, **k: pytest.fail("a finished RL run ran again"))
+    monkeypatch.setattr(scaled_stages, "run_rl", lambda *a, **k: pytest.fail("a finished RL run ran again"))
     assert (
         reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path) / "reproduced.csv"
     ).read_text().splitlines() == rows

@@ -1,0 +1,347 @@
+"""The stages of the Q-RM small/paper run (`scaled.py` drives them): their settings, the three reward
+models, the RL runs and the test-set scores.
+
+Spec `shared/papers/qrm.md`. `rm_stage` trains Q-RM (`qrm_loss`), ORM (BT on the last token) or DPO-RM
+(`train_dpo_reward_model`) on the task's pairs with the RM backbone + LoRA (`cfg.rm`), prompts in the
+chat template of the POLICY's tokenizer (the RMs score the rollouts' token ids; `check_tokenizers`
+refuses an RM whose tokenizer differs), and measures pairwise accuracy on the repo's held-out pairs
+(Q-RM: mean token score; ORM: last score; DPO-RM: summed log-ratio). `rl_stage` is one `run_rl` run
+with the toy pipeline's reward functions and RL configs (`pipeline.reward_fn_for`, `rl_config`); the
+DPO-RM arms use 0.1 (log pi_dpo - log pi_ref) as token rewards through the Q-RM arm's normalisation
+(REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL with GAE, as the code's non-Q-RM PPO runs;
+UNCONFIRMED how the paper normalised them). PPO critics start from the arm's RM with a fresh head (the
+code: from the Q-RM, LoRA 128; the DPO-RM arm here: from the ORM). Every stage is cached by a hash of
+its settings; only the main process writes (`accelerate launch`: see `scaled.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from common.generation import HFGenerator, vllm_available
+from common.models import load_causal_lm
+from common.rl_loop import VLLMPolicyEngine, evaluate_pass_at_k, run_rl
+from papers.qrm.config import QRMConfig
+from papers.qrm.pairwise import evaluate as pairwise_evaluate
+from papers.qrm.pipeline import METHODS, _cached, _hash, reward_fn_for, rl_config
+from papers.qrm.prefs import PrefsConfig, format_prompt
+from papers.qrm.qrm import qrm_ppo_rewards, qrm_reinforce_rewards
+from papers.qrm.reward_models import (
+    DPORewardModel,
+    RMTrainConfig,
+    TokenScorer,
+    encode_pairs,
+    pair_collate,
+    train_dpo_reward_model,
+    train_reward_model,
+)
+
+VERSION = 1
+ALL_METHODS = METHODS | {"REINFORCE+DPO-RM": ("reinforce", "dpo"), "PPO+DPO-RM": ("ppo", "dpo")}
+DPO_AS = {"REINFORCE+DPO-RM": "REINFORCE+Q-RM", "PPO+DPO-RM": "PPO+ORM"}  # RL settings: code's scripts
+
+
+@dataclass(frozen=True)
+class ScaledConfig:
+    """Stage settings the presets of config.py do not hold."""
+
+    tasks: tuple[str, ...] = ("gsm8k", "math")  # spec: GSM8K and MATH, each with its own RMs and RL runs
+    math_test: str = "math"  # spec: the repo's 4,926 MATH test problems; "math500" (ours, small scale)
+    prefs: PrefsConfig = field(default_factory=lambda: PrefsConfig(max_tokens=1024))  # ours, see prefs.py
+    rm_pairs: int | None = None  # cap on RM training pairs per task (None: all; ours)
+    rm_eval_pairs: int | None = None  # held-out pairs per set (None: all 787 / 2,291; spec)
+    dpo_methods: tuple[str, ...] = ("REINFORCE+DPO-RM", "PPO+DPO-RM")  # spec: published rows / abstract
+    dpo_lr: float = 1e-6  # spec: scripts/train-dpo-rm.sh
+    dpo_beta: float = 0.1  # spec
+    test_problems: int | None = None  # None: whole test sets (spec); the first N otherwise
+    forward_batch_size: int = 16  # rows per no-grad forward in the RL loop (ours; memory only)
+    vllm_memory: float = 0.3  # vLLM's share of the GPU, the rest is for training (ours)
+
+
+SCALED = {
+    # small: MATH500 instead of the 4,926 problems (8x fewer to sample 16 times per problem); 8,000 pairs
+    # per task keep each RM under ~1 h on one GPU (UNCONFIRMED timing); responses up to 512 new tokens.
+    "small": ScaledConfig(math_test="math500", prefs=PrefsConfig(max_tokens=512), rm_pairs=8000),
+    "paper": ScaledConfig(),
+}
+
+
+class Pairs(list):
+    """A list of pairs that carries `key`, the cache key of the stage that built them."""
+
+    def __init__(self, pairs: list[dict], key: str):
+        super().__init__(pairs)
+        self.key = key
+
+
+class BatchedScorer(torch.nn.Module):
+    """A scorer `(input_ids, attention_mask) -> [batch, seq]` run `batch_size` rows at a time."""
+
+    def __init__(self, scorer: torch.nn.Module, batch_size: int):
+        super().__init__()
+        self.scorer, self.batch_size = scorer, batch_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        b = self.batch_size
+        parts = [
+            self.scorer(input_ids[s : s + b], attention_mask[s : s + b]) for s in range(0, len(input_ids), b)
+        ]
+        return torch.cat(parts)
+
+
+def _main_process() -> tuple[bool, callable]:
+    """(is main process, barrier); one process without a process group: (True, no-op)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.is_main_process, state.wait_for_everyone
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_tokenizers(policy_tok, rm_tok, policy: str, rm: str) -> None:
+    """RMs and critics score the rollouts' token ids: the two tokenizers must agree."""
+    probe = "Q-RM: 12 eggs cost $3.50 each; \\frac{1}{2} of them."
+    if (
+        policy_tok.vocab_size != rm_tok.vocab_size
+        or policy_tok(probe)["input_ids"] != rm_tok(probe)["input_ids"]
+    ):
+        raise ValueError(f"qrm: the RM backbone {rm} does not share the tokenizer of the policy {policy}")
+
+
+def dpo_margins(
+    dpo: DPORewardModel, tok, pairs: list[dict], max_len: int, batch_size: int = 8
+) -> list[float]:
+    """Per pair, DPO's implicit reward (summed log-ratio) of chosen minus rejected."""
+    rows, collate, out = (
+        encode_pairs(tok, pairs, max_len, chat_template=True),
+        pair_collate(tok.pad_token_id),
+        [],
+    )
+    device = next(dpo.parameters()).device
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[s : s + batch_size]).items()}
+            logp, ref = dpo(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            reward = logp - ref
+            half = len(reward) // 2
+            out.extend((reward[:half] - reward[half:]).tolist())
+    return out
+
+
+def _save_dpo(dpo: DPORewardModel, path: Path) -> None:
+    trainable = {
+        f"policy.{n}": p.detach().cpu().clone() for n, p in dpo.policy.named_parameters() if p.requires_grad
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(trainable, path / "trainable.safetensors")
+
+
+def _load_dpo(cfg: QRMConfig, path: Path) -> DPORewardModel:
+    dpo = DPORewardModel(load_causal_lm(cfg.rm.backbone, dtype=torch.float32), cfg.rm.lora_rank)
+    missing, unexpected = dpo.load_state_dict(load_file(path / "trainable.safetensors"), strict=False)
+    if unexpected:
+        raise ValueError(f"{path}: unexpected weights {unexpected[:3]}")
+    return dpo.eval()
+
+
+def rm_stage(
+    task: str, kind: str, cfg: QRMConfig, sc: ScaledConfig, tok, pairs, heldout, work: Path, force: bool
+) -> tuple[torch.nn.Module, dict, Path]:
+    """Train (or load) one reward model of a task: (model on the CPU, eval mode; info with held-out
+    accuracy; its folder). `pairs` must hold a `key` naming where they came from (cache key)."""
+    rm = cfg.rm
+    lr = sc.dpo_lr if kind == "dpo" else rm.lr
+    settings = {"task": task, "kind": kind, "rm": asdict(rm), "lr": lr, "dpo_beta": sc.dpo_beta}
+    key = _hash(settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION})
+    out = work / f"rm-{task}-{kind}-{key}"
+    main, barrier = _main_process()
+    if not (out / "info.json").exists() or force:
+        train_cfg = RMTrainConfig(
+            lr=lr,
+            batch_size=rm.batch_size,
+            max_steps=rm.max_steps,
+            max_len=rm.max_len,
+            beta=rm.beta,
+            gamma=rm.gamma,
+            dpo_beta=sc.dpo_beta,
+            chat_template=True,
+            seed=rm.seed,
+        )
+        start = time.perf_counter()
+        if kind == "dpo":
+            model = DPORewardModel(load_causal_lm(rm.backbone, dtype=torch.float32), rm.lora_rank)
+            losses = train_dpo_reward_model(model, tok, pairs, train_cfg)
+            margins = dpo_margins(model, tok, heldout, rm.max_len)
+            accuracy = sum(m > 0 for m in margins) / len(margins)
+        else:
+            model = TokenScorer.from_backbone(rm.backbone, lora_rank=rm.lora_rank, seed=rm.seed)
+            losses = train_reward_model(model, tok, pairs, kind, train_cfg)
+            reduce = "mean" if kind == "qrm" else "last"
+            accuracy = pairwise_evaluate(model, tok, heldout, reduce, max_len=rm.max_len)["accuracy"]
+        info = {
+            "task": task,
+            "kind": kind,
+            "heldout_pairwise_accuracy": accuracy,
+            "heldout_pairs": len(heldout),
+            "train_pairs": len(pairs),
+            "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+            "steps": len(losses),
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+        if main:
+            _save_dpo(model, out / "model") if kind == "dpo" else model.save(out / "model")
+            (out / "info.json").write_text(json.dumps(info, indent=1))
+        barrier()
+        return model.cpu().eval(), info, out / "model"
+    model = _load_dpo(cfg, out / "model") if kind == "dpo" else TokenScorer.load(out / "model")
+    return model.eval(), json.loads((out / "info.json").read_text()), out / "model"
+
+
+def dpo_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, dpo: DPORewardModel):
+    """DPO-RM token rewards beta (log pi_dpo - log pi_ref), normalised as the Q-RM arm of the algorithm."""
+    algorithm = ALL_METHODS[method][0]
+
+    def reward_fn(ro) -> torch.Tensor:
+        b, mask, parts = sc.forward_batch_size, ro.response_mask, []
+        for s in range(0, len(ro), b):
+            parts.append(
+                dpo.token_rewards(
+                    ro.input_ids[s : s + b], ro.attention_mask[s : s + b], mask[s : s + b], sc.dpo_beta
+                )
+            )
+        z = torch.cat(parts)
+        if algorithm == "reinforce":
+            return qrm_reinforce_rewards(
+                z, mask, sub_mean=cfg.reinforce.sub_mean, eos_overwrite=cfg.reinforce.eos_overwrite
+            )
+        return qrm_ppo_rewards(z, mask, ro.logp_old, ro.logp_ref, cfg.ppo.kl_coef, sub_mean=cfg.ppo.sub_mean)
+
+    return reward_fn
+
+
+class Sampler:
+    """Generators for a policy in memory: one vLLM engine that follows it (CUDA), else HF."""
+
+    def __init__(self, cfg: QRMConfig, sc: ScaledConfig, tok, work: Path):
+        use_vllm = cfg.backend == "vllm" or (
+            cfg.backend == "auto" and vllm_available() and torch.cuda.is_available()
+        )
+        on_cuda = torch.cuda.is_available()
+        kwargs = {"gpu_memory_utilization": sc.vllm_memory, "dtype": "bfloat16"} if on_cuda else {}
+        self.tok = tok
+        self.engine = VLLMPolicyEngine(tok, work / "vllm-engine", **kwargs) if use_vllm else None
+
+    def __call__(self, policy: torch.nn.Module):
+        return (
+            self.engine(policy) if self.engine is not None else HFGenerator(policy, self.tok, progress=False)
+        )
+
+
+def score_test_set(
+    policy, tok, sampler: Sampler, problems: list[dict], grade, cfg: QRMConfig, k: int | None
+) -> dict:
+    """Greedy Pass@1 (and unbiased Pass@k from k samples) in percent on `problems`."""
+    prompts = [format_prompt(tok, p["question"]) for p in problems]
+    is_correct = lambda i, text: grade(text, problems[i]["answer"])  # noqa: E731
+    gen = sampler(policy)
+    mt = cfg.eval.max_tokens
+    out = {
+        "Pass@1": 100
+        * evaluate_pass_at_k(policy, tok, prompts, is_correct, max_tokens=mt, generator=gen)["pass@1"]
+    }
+    if k:
+        t = cfg.eval.pass_k_temperature
+        scores = evaluate_pass_at_k(
+            policy, tok, prompts, is_correct, n=k, ks=(k,), temperature=t, max_tokens=mt, generator=gen
+        )
+        out[f"Pass@{k}"] = 100 * scores[f"pass@{k}"]
+    return out
+
+
+def rl_stage(
+    task, method, seed, cfg, sc, tok, rm, critic_from: Path, data: dict, sampler: Sampler, work, force
+) -> dict:
+    """One RL run (resumable by chunk) and its final test scores (cached)."""
+    algorithm, kind = ALL_METHODS[method]
+    rl_cfg = rl_config(DPO_AS.get(method, method), cfg, seed, work / "tmp")
+    key = _hash(
+        {
+            "task": task,
+            "method": method,
+            "rl": asdict(rl_cfg) | {"output_dir": ""},
+            "cfg": cfg.as_dict(),
+            "sc": asdict(sc),
+            "n": [len(data["train"]), len(data["test"])],
+            "v": VERSION,
+        }
+    )
+    out = work / f"rl-{task}-{method.replace('+', '_')}-s{seed}-{key}"
+    rl_cfg.output_dir = str(out)
+
+    def compute() -> dict:
+        if force and (out / "rl_state.pt").exists():
+            (out / "rl_state.pt").unlink()
+        device = _device()
+        torch.manual_seed(seed)
+        policy = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(device))
+        critic = ref = None
+        if algorithm == "ppo":
+            ref = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(device)).eval()
+            scorer = TokenScorer.load(critic_from)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1000 + seed)  # the code re-initialises the critic's value head
+                scorer.head.reset_parameters()
+            critic = BatchedScorer(scorer.to(device).train(), sc.forward_batch_size)
+        if kind == "dpo":
+            reward_fn = dpo_reward_fn(method, cfg, sc, rm)
+        else:
+            reward_fn = reward_fn_for(method, cfg, BatchedScorer(rm, sc.forward_batch_size))
+        grade = data["grade"]
+        curve_problems = data["test"][: cfg.eval.problems]
+        start = time.perf_counter()
+        curve = run_rl(
+            policy,
+            tok,
+            [format_prompt(tok, q["question"]) for q in data["train"]],
+            reward_fn,
+            rl_cfg,
+            critic=critic,
+            ref_model=ref,
+            evaluate=lambda m: {
+                "test_Pass@1": score_test_set(m, tok, sampler, curve_problems, grade, cfg, None)["Pass@1"]
+            },
+            generator_factory=sampler.engine,
+            forward_batch_size=sc.forward_batch_size,
+        )
+        final = score_test_set(policy, tok, sampler, data["test"], grade, cfg, cfg.eval.pass_k)
+        return {
+            "task": task,
+            "method": method,
+            "seed": seed,
+            "curve": curve,
+            "final": final,
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+
+    return _cached(out / "result.json", force, compute)
+
+
+class LazyGenerator:
+    """Loads the policy and starts its generator only when a chunk of pairs is still missing."""
+
+    def __init__(self, cfg: QRMConfig, sampler: Sampler):
+        self.cfg, self.sampler, self.policy = cfg, sampler, None
+
+    def generate(self, prompts, params):
+        if self.policy is None:
+            self.policy = load_causal_lm(self.cfg.policy, device=str(_device()))
+        return self.sampler(self.policy).generate(prompts, params)
