@@ -53,6 +53,7 @@ from papers.mcckd.scaled_data import (
     digest,
     eval_rows,
     make_records,
+    mark_final_answer,
     set_name,
     teacher_endpoint,
     teacher_samples,
@@ -212,7 +213,7 @@ def rationale_rows(
         if todo and torch.cuda.is_available() and not teacher_endpoint(cfg.teacher):
             in_child(teacher_samples, *args)  # the teacher's GPU memory is freed before the students train
         samples = teacher_samples(*args)
-        questions = [{**q, "rationales": samples[q["id"]]} for q in questions]
+        questions = [{**q, "rationales": [mark_final_answer(t) for t in samples[q["id"]]]} for q in questions]
     return questions, source
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,22 @@ TEACHER_PROMPT = (
     '"Therefore, the answer is X." where X is the final {kind}.'
 )
 """Teacher instruction (ours: the paper's teacher prompt is UNCONFIRMED); {kind}: number or letter."""
+
+
+_FINAL_SENTENCE = re.compile(
+    r"(?:Therefore|So|Thus),?\s+the\s+(?:final\s+)?answer\s+is:?\s*\(?([^\s()]+?)\)?[\s.]*$", re.IGNORECASE
+)
+
+
+def mark_final_answer(text: str) -> str:
+    """A teacher's closing "Therefore, the answer is X." as a `#### X` line (ours).
+
+    The correctness filter reads X there, and `normalise_rationale` replaces the line with the common answer
+    sentence, so a student target never holds the answer sentence twice. Text without it is unchanged."""
+    match = _FINAL_SENTENCE.search(text.rstrip())
+    if match is None:
+        return text
+    return f"{text[: match.start()].rstrip()}\n#### {match.group(1)}"
 
 
 class MissingTrainData(RuntimeError):

@@ -18,7 +18,13 @@ from papers.mcckd import scaled
 from papers.mcckd.config import TeacherConfig, get_config
 from papers.mcckd.rationales import TooFewRationales
 from papers.mcckd.scaled import ScaledConfig, reproduce_scaled
-from papers.mcckd.scaled_data import MissingTrainData, make_records, teacher_samples, train_questions
+from papers.mcckd.scaled_data import (
+    MissingTrainData,
+    make_records,
+    mark_final_answer,
+    teacher_samples,
+    train_questions,
+)
 from papers.mcckd.scaled_eval import decode, in_child, score
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
@@ -193,6 +199,24 @@ def test_records_need_two_rationales_and_csqa_uses_letters():
     records, stats = make_records("csqa", choice, get_config("small").filters)
     assert stats["correct_mean"] == 3 and records[0]["output"][0].endswith("Therefore, the answer is B .")
     assert score(["so the answer is (B)", "A"], ["B", "B"], "letter") == {"strict": 0.5, "flexible": 0.5}
+
+
+def test_teacher_answer_sentence_becomes_the_one_common_sentence():
+    texts = [
+        "3 + 4 = 7 apples.\nTherefore, the answer is 7.",
+        "4 + 3 = 7. Therefore, the answer is $7.00.",
+        "So the answer is 8.",
+    ]
+    marked = [mark_final_answer(t) for t in texts]
+    assert marked == ["3 + 4 = 7 apples.\n#### 7", "4 + 3 = 7.\n#### $7.00", "\n#### 8"]
+    assert mark_final_answer("no closing sentence, 5") == "no closing sentence, 5"
+    rows = [{"id": "g", "question": "q", "answer": "7", "rationales": marked}]
+    records, stats = make_records("gsm8k", rows, get_config("small").filters)
+    assert stats["correct_mean"] == 2
+    assert records[0]["output"] == [
+        "3 + 4 = 7 apples.\nTherefore, the answer is 7 .",
+        "4 + 3 = 7.\nTherefore, the answer is 7 .",
+    ]
 
 
 def test_flan_t5_style_student_trains_and_is_scored(tmp_path, monkeypatch):
