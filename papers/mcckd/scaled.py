@@ -321,28 +321,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scale", default="small", choices=["small", "paper"])
-    parser.add_argument(
-        "--stage", default="all", choices=["all", "teacher"], help="teacher: only the samples"
+    add = parser.add_argument
+    add("--scale", default="small", choices=["small", "paper"])
+    add("--stage", default="all", choices=["all", "teacher"], help="teacher: only the teacher samples")
+    add("--train-sets", nargs="+", help=f"of {', '.join(SETS)} (default: the preset's set + svamp)")
+    add("--limit", type=int, help="first N questions of every split (a quick check, not comparable)")
+    add(
+        "--backend", default="auto", choices=["auto", "hf", "vllm"], help="teacher sampling and test decoding"
     )
-    parser.add_argument("--train-sets", nargs="+", help=f"of {', '.join(SETS)} (default: preset set + svamp)")
-    parser.add_argument("--limit", type=int, help="first N questions of every split (quick, not comparable)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
-    parser.add_argument("--data-dir", help="local mirror (default $REPRO_DATA_DIR or ../shared/data)")
-    parser.add_argument("--force", action="store_true", help="rerun every stage")
+    add("--teacher", help="teacher model (HF id, folder or short name) instead of the preset's")
+    add("--student", help="student model instead of the preset's (e.g. smollm2-135m-instruct on a CPU)")
+    add("--steps", type=int, help="optimizer steps per student instead of the preset's")
+    add("--eval-every", type=int, help="steps between dev checkpoints instead of the preset's")
+    add("--max-new-tokens", type=int, help="greedy tokens at evaluation instead of the preset's 512")
+    add("--seeds", type=int, nargs="+", help="instead of the preset's (0)")
+    add("--data-dir", help="local mirror (default $REPRO_DATA_DIR, else ../shared/data)")
+    add("--results-root", type=Path, help="write <root>/papers/mcckd/results/<scale>/ (default: this repo)")
+    add("--force", action="store_true", help="rerun every stage (the teacher too)")
     args = parser.parse_args(argv)
+    cfg = get_config(args.scale)
+    student = {
+        k: v
+        for k, v in [
+            ("model", args.student),
+            ("steps", args.steps),
+            ("eval_every", args.eval_every),
+            ("max_new_tokens", args.max_new_tokens),
+        ]
+        if v is not None
+    }
+    cfg = replace(cfg, student=replace(cfg.student, **student), seeds=tuple(args.seeds or cfg.seeds))
+    if args.teacher:
+        cfg = replace(cfg, teacher=replace(cfg.teacher, model=args.teacher, endpoint=None))
+    limits = {"limit_train": args.limit, "limit_dev": args.limit, "limit_test": args.limit}
     sc = replace(
         scaled_settings(args.scale),
         backend=args.backend,
         train_sets=tuple(args.train_sets) if args.train_sets else None,
-        **(
-            {"limit_train": args.limit, "limit_dev": args.limit, "limit_test": args.limit}
-            if args.limit
-            else {}
-        ),
+        **(limits if args.limit else {}),
     )
     try:
-        out = reproduce_scaled(get_config(args.scale), args.force, args.data_dir, sc, stage=args.stage)
+        out = reproduce_scaled(cfg, args.force, args.data_dir, sc, args.results_root, args.stage)
     except (RuntimeError, ValueError) as err:
         parser.exit(1, f"error: {str(err).splitlines()[0]}\n")
     print(f"done: {out}")
