@@ -245,3 +245,27 @@ def test_flan_t5_style_student_trains_and_is_scored(tmp_path, monkeypatch):
     arms = prov["sets"]["svamp"]["arms"]
     assert [a["method"] for a in arms] == ["CoT-KD", "MCC-KD"] and all(a["steps"] == 2 for a in arms)
     assert set(arms[0]["tests"]) == {"svamp"}
+
+
+def test_cli_overrides_reach_the_driver(monkeypatch, tmp_path, capsys):
+    seen = {}
+    monkeypatch.setattr(scaled, "reproduce_scaled", lambda *a: seen.update(args=a) or tmp_path)
+    argv = ["--student", "smollm2-135m-instruct", "--teacher", "t", "--steps", "7", "--seeds", "1", "2"]
+    argv += ["--limit", "5", "--train-sets", "svamp", "--backend", "hf", "--results-root", str(tmp_path)]
+    assert scaled.main(argv) == 0 and f"done: {tmp_path}" in capsys.readouterr().out
+    cfg, force, data_dir, sc, root, stage = seen["args"]
+    assert (cfg.student.model, cfg.student.steps, cfg.seeds, cfg.student.lora) == (
+        "smollm2-135m-instruct",
+        7,
+        (1, 2),
+        True,
+    )
+    assert (cfg.teacher.model, cfg.teacher.endpoint) == ("t", None)
+    assert (sc.limit_train, sc.limit_dev, sc.limit_test, sc.train_sets, sc.backend) == (
+        5,
+        5,
+        5,
+        ("svamp",),
+        "hf",
+    )
+    assert (force, data_dir, root, stage) == (False, None, tmp_path, "all")
