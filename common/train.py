@@ -428,7 +428,10 @@ def train(
     if accelerator.is_main_process:
         summary = {"final_loss": losses[-1], "steps": step, "losses": losses, "config": asdict(config)}
         write_json(out / "metrics.json", summary)
-    accelerator.end_training()
+    # end_training() would also destroy the default process group, which a later stage of the same
+    # process still needs (a second train() under `accelerate launch`, an in-process vLLM engine).
+    for tracker in accelerator.trackers:
+        tracker.finish()
     accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()  # also drops the autocast forward wrapper
     accelerator.free_memory()
     return TrainResult(final_loss=losses[-1], losses=list(losses), steps=step, output_dir=str(out))
