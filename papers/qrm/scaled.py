@@ -10,7 +10,7 @@ Per task (GSM8K, MATH; spec "Setup" and "Step-by-step algorithm"):
    backbone with LoRA (`cfg.rm`); pairwise accuracy of each on the repo's held-out pairs (GSM8K 787,
    MATH 2,291): Q-RM by mean token score, ORM by last score, DPO-RM by its summed log-ratio.
 3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` + the DPO-RM arms and each seed, with
-   the toy pipeline's reward functions and RL configs (`pipeline.reward_fn_for`, `pipeline.rl_config`);
+   the toy pipeline's RL configs (`pipeline.rl_config`) and reward maths (`scaled_stages.make_reward_fn`);
    DPO-RM token rewards 0.1 (log pi_dpo - log pi_ref) go through the Q-RM arm's normalisation
    (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL, with GAE as the code's non-Q-RM PPO runs).
    Greedy Pass@1 on the task's test set every `cfg.eval.eval_every` chunks (the curves; nothing is
@@ -41,7 +41,7 @@ from common.synthetic.tokenizer import runs_dir
 from common.tables import plot_curves
 from papers.qrm.config import QRMConfig
 from papers.qrm.pairwise import load_pairs
-from papers.qrm.pipeline import SLUG, _cached, _hash
+from papers.qrm.pipeline import SLUG
 from papers.qrm.prefs import build_pairs, data_root, grader, load_questions, read_pairs
 from papers.qrm.scaled_stages import (
     ALL_METHODS,
@@ -51,12 +51,14 @@ from papers.qrm.scaled_stages import (
     Pairs,
     Sampler,
     ScaledConfig,
-    _device,
-    _main_process,
+    cached_json,
     check_tokenizers,
+    default_device,
+    main_process,
     rl_stage,
     rm_stage,
     score_test_set,
+    settings_hash,
 )
 
 TABLE = "math_main (table number UNCONFIRMED; source: paper notes)"  # published.csv's table name
@@ -134,7 +136,7 @@ def reproduce_scaled(
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"qrm: unknown method {unknown[0]!r}; valid: {', '.join(ALL_METHODS)}")
-    main, barrier = _main_process()
+    main, barrier = main_process()
     start = time.perf_counter()
     work = runs_dir() / "qrm" / cfg.scale
     work.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,7 @@ def reproduce_scaled(
             "test": load_questions(test_name, "test", data_dir)[: sc.test_problems],
             "grade": grader(test_name, sc.prefs.gsm8k_mode),
         }
-        pkey = _hash(
+        pkey = settings_hash(
             {
                 "task": task,
                 "policy": cfg.policy,
@@ -174,20 +176,20 @@ def reproduce_scaled(
             models[kind], info, dirs[kind] = rm_stage(task, kind, cfg, sc, tok, pairs, heldout, work, force)
             rms.append(info)
         if main:
-            skey = _hash(
+            skey = settings_hash(
                 {"policy": cfg.policy, "eval": asdict(cfg.eval), "sc": asdict(sc), "task": task, "v": VERSION}
             )
 
             def sft_scores(data: dict = data) -> dict:
-                policy = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(_device()))
+                policy = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(default_device()))
                 return score_test_set(policy, tok, sampler, data["test"], data["grade"], cfg, cfg.eval.pass_k)
 
-            sft[task] = _cached(work / f"sft-{task}-{skey}.json", force, sft_scores)
+            sft[task] = cached_json(work / f"sft-{task}-{skey}.json", force, sft_scores)
             for seed in cfg.seeds:
                 for method in methods:
                     kind = ALL_METHODS[method][1]
                     critic_from = dirs["orm" if kind == "dpo" else kind]
-                    models[kind].to(_device())  # one RM on the GPU at a time
+                    models[kind].to(default_device())  # one RM on the GPU at a time
                     runs.append(
                         rl_stage(
                             task,
@@ -247,3 +249,33 @@ def reproduce_scaled(
         extra={"rm": rms, "prefs": prefs, "plots": [p.name for p in plots], "tasks": list(sc.tasks)},
         root=root,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from common.data import DataError
+    from common.models import ModelNotFoundError
+    from papers.qrm.config import get_config
+
+    parser = argparse.ArgumentParser(
+        prog="python -m papers.qrm.scaled",
+        description="Q-RM at small/paper scale: pairs -> Q-RM/ORM/DPO-RM -> REINFORCE/PPO -> Pass@1/Pass@16 "
+        "(the same run as `python -m common.reproduce qrm --scale small|paper`).",
+    )
+    parser.add_argument("--scale", choices=tuple(SCALED), default="small", help="preset (default small)")
+    parser.add_argument("--force", action="store_true", help="rerun every stage instead of reusing runs/qrm/")
+    parser.add_argument("--data-dir", help="mirror root (default $REPRO_DATA_DIR, else ../shared/data)")
+    args = parser.parse_args(argv)
+    try:
+        out = reproduce_scaled(get_config(args.scale), args.force, args.data_dir)
+    except (DataError, ModelNotFoundError, ValueError) as err:
+        print(f"qrm --scale {args.scale}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,8 +6,9 @@ Spec `shared/papers/qrm.md`. `rm_stage` trains Q-RM (`qrm_loss`), ORM (BT on the
 chat template of the POLICY's tokenizer (the RMs score the rollouts' token ids; `check_tokenizers`
 refuses an RM whose tokenizer differs), and measures pairwise accuracy on the repo's held-out pairs
 (Q-RM: mean token score; ORM: last score; DPO-RM: summed log-ratio). `rl_stage` is one `run_rl` run
-with the toy pipeline's reward functions and RL configs (`pipeline.reward_fn_for`, `rl_config`); the
-DPO-RM arms use 0.1 (log pi_dpo - log pi_ref) as token rewards through the Q-RM arm's normalisation
+with the toy pipeline's RL configs (`pipeline.rl_config`) and its reward maths (`make_reward_fn`,
+from `qrm.py`, scoring in row batches so a real RM fits in memory); the DPO-RM arms use 0.1 (log
+pi_dpo - log pi_ref) as token rewards through the Q-RM arm's normalisation
 (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL with GAE, as the code's non-Q-RM PPO runs;
 UNCONFIRMED how the paper normalised them). PPO critics start from the arm's RM with a fresh head (the
 code: from the Q-RM, LoRA 128; the DPO-RM arm here: from the ORM). Every stage is cached by a hash of
@@ -16,6 +17,7 @@ its settings; only the main process writes (`accelerate launch`: see `scaled.py`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,21 +31,35 @@ from common.models import load_causal_lm
 from common.rl_loop import VLLMPolicyEngine, evaluate_pass_at_k, run_rl
 from papers.qrm.config import QRMConfig
 from papers.qrm.pairwise import evaluate as pairwise_evaluate
-from papers.qrm.pipeline import METHODS, _cached, _hash, reward_fn_for, rl_config
+from papers.qrm.pipeline import rl_config
 from papers.qrm.prefs import PrefsConfig, format_prompt
-from papers.qrm.qrm import qrm_ppo_rewards, qrm_reinforce_rewards
+from papers.qrm.qrm import (
+    kl_abs,
+    last_token_scores,
+    orm_token_rewards,
+    qrm_ppo_rewards,
+    qrm_reinforce_rewards,
+)
 from papers.qrm.reward_models import (
     DPORewardModel,
     RMTrainConfig,
     TokenScorer,
     encode_pairs,
     pair_collate,
+    response_token_scores,
     train_dpo_reward_model,
     train_reward_model,
 )
 
-VERSION = 1
-ALL_METHODS = METHODS | {"REINFORCE+DPO-RM": ("reinforce", "dpo"), "PPO+DPO-RM": ("ppo", "dpo")}
+VERSION = 1  # bump to invalidate every cached stage of the scaled run
+ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model)
+    "REINFORCE+Q-RM": ("reinforce", "qrm"),
+    "REINFORCE+ORM": ("reinforce", "orm"),
+    "PPO+Q-RM": ("ppo", "qrm"),
+    "PPO+ORM": ("ppo", "orm"),
+    "REINFORCE+DPO-RM": ("reinforce", "dpo"),
+    "PPO+DPO-RM": ("ppo", "dpo"),
+}
 DPO_AS = {"REINFORCE+DPO-RM": "REINFORCE+Q-RM", "PPO+DPO-RM": "PPO+ORM"}  # RL settings: code's scripts
 
 
@@ -72,6 +88,23 @@ SCALED = {
 }
 
 
+def settings_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_json(path: Path, force: bool, compute) -> dict:
+    """Read path (JSON) unless forced; else compute, write atomically (main process only), return."""
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    result = compute()
+    if main_process()[0]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(path)
+    return result
+
+
 class Pairs(list):
     """A list of pairs that carries `key`, the cache key of the stage that built them."""
 
@@ -95,7 +128,7 @@ class BatchedScorer(torch.nn.Module):
         return torch.cat(parts)
 
 
-def _main_process() -> tuple[bool, callable]:
+def main_process() -> tuple[bool, callable]:
     """(is main process, barrier); one process without a process group: (True, no-op)."""
     from accelerate import PartialState
 
@@ -103,7 +136,7 @@ def _main_process() -> tuple[bool, callable]:
     return state.is_main_process, state.wait_for_everyone
 
 
-def _device() -> torch.device:
+def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -161,9 +194,11 @@ def rm_stage(
     rm = cfg.rm
     lr = sc.dpo_lr if kind == "dpo" else rm.lr
     settings = {"task": task, "kind": kind, "rm": asdict(rm), "lr": lr, "dpo_beta": sc.dpo_beta}
-    key = _hash(settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION})
+    key = settings_hash(
+        settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION}
+    )
     out = work / f"rm-{task}-{kind}-{key}"
-    main, barrier = _main_process()
+    main, barrier = main_process()
     if not (out / "info.json").exists() or force:
         train_cfg = RMTrainConfig(
             lr=lr,
@@ -206,24 +241,39 @@ def rm_stage(
     return model.eval(), json.loads((out / "info.json").read_text()), out / "model"
 
 
-def dpo_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, dpo: DPORewardModel):
-    """DPO-RM token rewards beta (log pi_dpo - log pi_ref), normalised as the Q-RM arm of the algorithm."""
-    algorithm = ALL_METHODS[method][0]
+def token_scores(model: torch.nn.Module, ro, batch_size: int, dpo_beta: float) -> torch.Tensor:
+    """[batch, seq] per-token scores on response tokens, `batch_size` rows per forward: Z of a
+    TokenScorer, or beta (log pi_dpo - log pi_ref) of a DPORewardModel."""
+    b, parts = batch_size, []
+    for s in range(0, len(ro), b):
+        ids, attn, mask = ro.input_ids[s : s + b], ro.attention_mask[s : s + b], ro.response_mask[s : s + b]
+        if isinstance(model, DPORewardModel):
+            parts.append(model.token_rewards(ids, attn, mask, dpo_beta))
+        else:
+            parts.append(response_token_scores(model, ids, attn, mask))
+    return torch.cat(parts)
+
+
+def make_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, model: torch.nn.Module):
+    """Token rewards [batch, seq] of one arm, as the official code builds them (the toy pipeline's maths):
+    Q-RM / DPO-RM: Z / std_chunk(Z) (+ EOS overwrite in REINFORCE; - kl_coef |log-ratio| in PPO);
+    ORM: the last-token score, std-normalised, on every token (REINFORCE) or the last one (PPO, - KL)."""
+    algorithm, kind = ALL_METHODS[method]
+    rc = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
 
     def reward_fn(ro) -> torch.Tensor:
-        b, mask, parts = sc.forward_batch_size, ro.response_mask, []
-        for s in range(0, len(ro), b):
-            parts.append(
-                dpo.token_rewards(
-                    ro.input_ids[s : s + b], ro.attention_mask[s : s + b], mask[s : s + b], sc.dpo_beta
-                )
-            )
-        z = torch.cat(parts)
+        mask = ro.response_mask
+        z = token_scores(model, ro, sc.forward_batch_size, sc.dpo_beta)
+        if kind in ("qrm", "dpo") and algorithm == "reinforce":
+            return qrm_reinforce_rewards(z, mask, sub_mean=rc.sub_mean, eos_overwrite=rc.eos_overwrite)
+        if kind in ("qrm", "dpo"):
+            return qrm_ppo_rewards(z, mask, ro.logp_old, ro.logp_ref, rc.kl_coef, sub_mean=rc.sub_mean)
+        s = last_token_scores(z, mask)
+        s = (s - s.mean()) if rc.sub_mean else s  # the paper's standardisation (flag)
+        s = s / s.std(unbiased=False).clamp_min(1e-8)
         if algorithm == "reinforce":
-            return qrm_reinforce_rewards(
-                z, mask, sub_mean=cfg.reinforce.sub_mean, eos_overwrite=cfg.reinforce.eos_overwrite
-            )
-        return qrm_ppo_rewards(z, mask, ro.logp_old, ro.logp_ref, cfg.ppo.kl_coef, sub_mean=cfg.ppo.sub_mean)
+            return orm_token_rewards(s, mask, "broadcast")
+        return orm_token_rewards(s, mask, "last") - rc.kl_coef * kl_abs(ro.logp_old, ro.logp_ref) * mask
 
     return reward_fn
 
@@ -273,7 +323,7 @@ def rl_stage(
     """One RL run (resumable by chunk) and its final test scores (cached)."""
     algorithm, kind = ALL_METHODS[method]
     rl_cfg = rl_config(DPO_AS.get(method, method), cfg, seed, work / "tmp")
-    key = _hash(
+    key = settings_hash(
         {
             "task": task,
             "method": method,
@@ -290,7 +340,7 @@ def rl_stage(
     def compute() -> dict:
         if force and (out / "rl_state.pt").exists():
             (out / "rl_state.pt").unlink()
-        device = _device()
+        device = default_device()
         torch.manual_seed(seed)
         policy = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(device))
         critic = ref = None
@@ -301,10 +351,7 @@ def rl_stage(
                 torch.manual_seed(1000 + seed)  # the code re-initialises the critic's value head
                 scorer.head.reset_parameters()
             critic = BatchedScorer(scorer.to(device).train(), sc.forward_batch_size)
-        if kind == "dpo":
-            reward_fn = dpo_reward_fn(method, cfg, sc, rm)
-        else:
-            reward_fn = reward_fn_for(method, cfg, BatchedScorer(rm, sc.forward_batch_size))
+        reward_fn = make_reward_fn(method, cfg, sc, rm)
         grade = data["grade"]
         curve_problems = data["test"][: cfg.eval.problems]
         start = time.perf_counter()
@@ -332,7 +379,7 @@ def rl_stage(
             "wall_s": round(time.perf_counter() - start, 1),
         }
 
-    return _cached(out / "result.json", force, compute)
+    return cached_json(out / "result.json", force, compute)
 
 
 class LazyGenerator:
@@ -343,5 +390,5 @@ class LazyGenerator:
 
     def generate(self, prompts, params):
         if self.policy is None:
-            self.policy = load_causal_lm(self.cfg.policy, device=str(_device()))
+            self.policy = load_causal_lm(self.cfg.policy, device=str(default_device()))
         return self.sampler(self.policy).generate(prompts, params)
