@@ -132,7 +132,7 @@ def reproduce_scaled(
         raise ValueError(
             f"qrm: unknown dataset {bad[0] if bad else '(none)'!r}; tasks: gsm8k, math; MATH test: math, math500"
         )
-    methods = [*cfg.methods, *sc.dpo_methods]
+    methods = list(dict.fromkeys([*cfg.methods, *sc.dpo_methods]))
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"qrm: unknown method {unknown[0]!r}; valid: {', '.join(ALL_METHODS)}")

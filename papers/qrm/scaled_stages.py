@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -73,8 +75,10 @@ class ScaledConfig:
     rm_pairs: int | None = None  # cap on RM training pairs per task (None: all; ours)
     rm_eval_pairs: int | None = None  # held-out pairs per set (None: all 787 / 2,291; spec)
     dpo_methods: tuple[str, ...] = ("REINFORCE+DPO-RM", "PPO+DPO-RM")  # spec: published rows / abstract
+    # DPO-RM settings, used when config.RMConfig has no dpo_lr / dpo_beta / dpo_official_shift (`dpo_setting`)
     dpo_lr: float = 1e-6  # spec: scripts/train-dpo-rm.sh
     dpo_beta: float = 0.1  # spec
+    dpo_official_shift: bool = False  # spec: True = the repo's one-token-early rewards; ours: aligned
     test_problems: int | None = None  # None: whole test sets (spec); the first N otherwise
     forward_batch_size: int = 16  # rows per no-grad forward in the RL loop (ours; memory only)
     vllm_memory: float = 0.3  # vLLM's share of the GPU, the rest is for training (ours)
@@ -86,6 +90,11 @@ SCALED = {
     "small": ScaledConfig(math_test="math500", prefs=PrefsConfig(max_tokens=512), rm_pairs=8000),
     "paper": ScaledConfig(),
 }
+
+
+def dpo_setting(cfg: QRMConfig, sc: ScaledConfig, name: str):
+    """`cfg.rm.dpo_<name>` when config.py defines it, else `sc.dpo_<name>` (one source of truth per run)."""
+    return getattr(cfg.rm, f"dpo_{name}", getattr(sc, f"dpo_{name}"))
 
 
 def settings_hash(obj) -> str:
@@ -128,11 +137,16 @@ class BatchedScorer(torch.nn.Module):
         return torch.cat(parts)
 
 
-def main_process() -> tuple[bool, callable]:
-    """(is main process, barrier); one process without a process group: (True, no-op)."""
+def main_process() -> tuple[bool, Callable[[], None]]:
+    """(is main process, barrier); one process without a process group: (True, no-op).
+
+    The first call creates the process group under `accelerate launch`, with a 48 h timeout: the other
+    processes wait at barriers while the main one samples pairs or runs RL for hours (the default
+    NCCL timeout would end them).
+    """
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(timeout=timedelta(hours=48))
     return state.is_main_process, state.wait_for_everyone
 
 
@@ -192,8 +206,14 @@ def rm_stage(
     """Train (or load) one reward model of a task: (model on the CPU, eval mode; info with held-out
     accuracy; its folder). `pairs` must hold a `key` naming where they came from (cache key)."""
     rm = cfg.rm
-    lr = sc.dpo_lr if kind == "dpo" else rm.lr
-    settings = {"task": task, "kind": kind, "rm": asdict(rm), "lr": lr, "dpo_beta": sc.dpo_beta}
+    lr = dpo_setting(cfg, sc, "lr") if kind == "dpo" else rm.lr
+    settings = {
+        "task": task,
+        "kind": kind,
+        "rm": asdict(rm),
+        "lr": lr,
+        "dpo_beta": dpo_setting(cfg, sc, "beta"),
+    }
     key = settings_hash(
         settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION}
     )
@@ -207,7 +227,7 @@ def rm_stage(
             max_len=rm.max_len,
             beta=rm.beta,
             gamma=rm.gamma,
-            dpo_beta=sc.dpo_beta,
+            dpo_beta=dpo_setting(cfg, sc, "beta"),
             chat_template=True,
             seed=rm.seed,
         )
@@ -241,14 +261,16 @@ def rm_stage(
     return model.eval(), json.loads((out / "info.json").read_text()), out / "model"
 
 
-def token_scores(model: torch.nn.Module, ro, batch_size: int, dpo_beta: float) -> torch.Tensor:
+def token_scores(
+    model: torch.nn.Module, ro, batch_size: int, dpo_beta: float, official_shift: bool = False
+) -> torch.Tensor:
     """[batch, seq] per-token scores on response tokens, `batch_size` rows per forward: Z of a
     TokenScorer, or beta (log pi_dpo - log pi_ref) of a DPORewardModel."""
     b, parts = batch_size, []
     for s in range(0, len(ro), b):
         ids, attn, mask = ro.input_ids[s : s + b], ro.attention_mask[s : s + b], ro.response_mask[s : s + b]
         if isinstance(model, DPORewardModel):
-            parts.append(model.token_rewards(ids, attn, mask, dpo_beta))
+            parts.append(model.token_rewards(ids, attn, mask, dpo_beta, official_shift))
         else:
             parts.append(response_token_scores(model, ids, attn, mask))
     return torch.cat(parts)
@@ -260,10 +282,11 @@ def make_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, model: torch.n
     ORM: the last-token score, std-normalised, on every token (REINFORCE) or the last one (PPO, - KL)."""
     algorithm, kind = ALL_METHODS[method]
     rc = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
+    beta, shift = dpo_setting(cfg, sc, "beta"), dpo_setting(cfg, sc, "official_shift")
 
     def reward_fn(ro) -> torch.Tensor:
         mask = ro.response_mask
-        z = token_scores(model, ro, sc.forward_batch_size, sc.dpo_beta)
+        z = token_scores(model, ro, sc.forward_batch_size, beta, shift)
         if kind in ("qrm", "dpo") and algorithm == "reinforce":
             return qrm_reinforce_rewards(z, mask, sub_mean=rc.sub_mean, eos_overwrite=rc.eos_overwrite)
         if kind in ("qrm", "dpo"):
