@@ -85,7 +85,7 @@ class ScaledConfig:
 
 
 SCALED = {
-    # small: MATH500 instead of the 4,926 problems (8x fewer to sample 16 times per problem); 8,000 pairs
+    # small: MATH500 instead of the 4,926 problems (10x fewer to sample 16 times per problem); 8,000 pairs
     # per task keep each RM under ~1 h on one GPU (UNCONFIRMED timing); responses up to 512 new tokens.
     "small": ScaledConfig(math_test="math500", prefs=PrefsConfig(max_tokens=512), rm_pairs=8000),
     "paper": ScaledConfig(),
