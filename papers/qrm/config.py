@@ -28,6 +28,9 @@ class RMConfig:
     max_steps: int | None = None  # None: epochs x pairs / batch_size
     max_len: int = 1024  # spec: prompt kept, response truncated from the end
     seed: int = 1  # code default seed
+    dpo_beta: float = 0.1  # spec: DPO-RM beta (scripts/train-dpo-rm.sh); token reward beta * log-ratio
+    dpo_lr: float = 1e-6  # spec: DPO-RM lr
+    dpo_official_shift: bool = False  # True: the repo's one-token-early DPO-RM rewards (spec); False: aligned
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ReinforceConfig:
     sub_mean: bool = False  # code default: r = Z / std (paper: standardised, flag True)
     eos_overwrite: bool = True  # code: re_scoring_eos_rewards
     orm_normalize: bool = True  # code: the ORM's copied score is std-normalised like any reward (UNCONFIRMED)
+    baseline: str = "none"  # code: none; "group" (ours): leave-one-out mean over a prompt's samples
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class EvalConfig:
     pass_k_temperature: float = 1.0  # UNCONFIRMED (the authors' later script: 1.0)
     eval_every: int = 1  # spec: the test set is evaluated after every chunk
     problems: int | None = None  # None: the whole split
+    sampled_n: int = 0  # ours: > 0 adds an unbiased sampled test Pass@1 (n samples, pass_k_temperature)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,14 @@ class QRMConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     dataset: str = "gsm8k"  # spec: GSM8K and MATH
     seeds: tuple[int, ...] = (1,)  # code default seed 1
-    methods: tuple[str, ...] = ("REINFORCE+Q-RM", "REINFORCE+ORM", "PPO+Q-RM", "PPO+ORM")
+    methods: tuple[str, ...] = (
+        "REINFORCE+Q-RM",
+        "REINFORCE+ORM",
+        "REINFORCE+DPO-RM",
+        "PPO+Q-RM",
+        "PPO+ORM",
+        "PPO+DPO-RM",
+    )
     gru_check: bool = False  # spec "Toy-scale check" (toy only)
     gru_seeds: tuple[int, ...] = (0, 1, 2)  # spec: seeds 0, 1, 2
     gru_iterations: int = 200  # spec
@@ -103,24 +115,47 @@ class QRMConfig:
     threads: int | None = (
         None  # torch CPU threads; toy: 1 (ours: the 2 shared cores thrash with 2 per process)
     )
+    workers: int = 1  # toy: processes for the GRU check (beside the RM stages) and the RL runs (ours)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-# Toy: the arithmetic world's student SFT model (tiny-student, 169k params) as policy and as RM backbone
-# (full fine-tuning). All RL hyper-parameters are ours for a 2-core budget; chosen on the validation split.
+# Toy: the arithmetic world's student SFT model (tiny-student, 169k params) as policy; the RMs on the larger
+# mid model (469k params, full fine-tuning), bigger than the policy as in the paper (70B RMs, 3B policy).
+# All RL hyper-parameters are ours for a 2-core budget, chosen on the validation split (README "Toy design").
 TOY = QRMConfig(
     scale="toy",
     policy="student",
-    # RMs: 200 steps of 32 pairs (1.6 passes over ~3,960 pairs); lr 1e-3 chosen on validation pairs
-    # (150 steps @ 1e-3: 0.65 / 0.64 Q-RM / ORM accuracy; 300 steps @ 3e-3, batch 16: 0.60 / 0.60).
+    # RMs: 100 steps of 32 pairs on the mid backbone, lr 1e-4 for all three. Validation pairwise accuracy
+    # (198 pairs): mid, lr 1e-4: Q-RM 0.71, ORM 0.70, DPO-RM 0.87 (50 steps) / 0.88 (100); mid, lr 1e-3: Q-RM
+    # 0.69 (100 steps), 0.65 (200); student backbone, lr 1e-3, 200 steps: 0.65 / 0.68 (Q-RM / ORM).
+    # The DPO-RM lr is ours (the spec's 1e-6 is for LoRA on a 70B model).
     rm=RMConfig(
-        backbone="student", lora_rank=None, lr=1e-3, batch_size=32, max_steps=200, max_len=256, seed=0
+        backbone="mid",
+        lora_rank=None,
+        lr=1e-4,
+        batch_size=32,
+        max_steps=100,
+        max_len=256,
+        seed=0,
+        dpo_lr=1e-4,
     ),
-    # RL lr chosen on validation Pass@1 (REINFORCE, 12 chunks): 1e-4 collapses both arms (0.44 -> 0.2),
-    # 2e-5 keeps them flat (Q-RM 0.42, ORM 0.40); 3e-5 used.
-    reinforce=ReinforceConfig(lr=3e-5, minibatch_size=16, chunk_size=64, chunks=12, max_tokens=80),
+    # REINFORCE regime chosen with the oracle arm on validation greedy Pass@1 (0.44 before RL), 48 updates:
+    # the code's regime (1 sample/prompt at T = 1, Z/std, no baseline) took the oracle to 0.40; 4 samples per
+    # prompt at T = 0.7 with the leave-one-out group baseline kept it at 0.43 (sampled Pass@1 0.22 -> 0.25);
+    # lr 1e-4 / 3e-4 with it collapsed (0.23 / 0.05). Earlier (1 sample, T = 1): lr 1e-4 collapsed both RM
+    # arms (0.44 -> 0.2), 2e-5 kept them flat. Every REINFORCE arm gets the same regime (baseline flag).
+    reinforce=ReinforceConfig(
+        lr=3e-5,
+        minibatch_size=16,
+        chunk_size=16,
+        samples_per_prompt=4,
+        chunks=12,
+        temperature=0.7,
+        max_tokens=80,
+        baseline="group",
+    ),
     ppo=PPOConfig(
         lr=3e-5,
         warm_lr_factor=1.0,
@@ -136,14 +171,23 @@ TOY = QRMConfig(
         # gave 0.44 -> 0.27 val Pass@1 for PPO+Q-RM (seed 0) vs 0.44 -> 0.365 with 0.01.
         normalize_values=False,
     ),
-    eval=EvalConfig(max_tokens=80, pass_k=4, eval_every=2, problems=None),
+    eval=EvalConfig(max_tokens=80, pass_k=4, eval_every=2, problems=None, sampled_n=2),
     dataset="toy-arith",
+    methods=(
+        "REINFORCE+oracle",
+        "REINFORCE+Q-RM",
+        "REINFORCE+ORM",
+        "REINFORCE+DPO-RM",
+        "PPO+Q-RM",
+        "PPO+ORM",
+    ),
     seeds=(0, 1),
     gru_check=True,
     train_problems=4000,
     val_problems=200,
     test_problems=500,
     threads=1,
+    workers=2,
 )
 
 # Small: one GPU; Qwen2.5-0.5B-Instruct policy (full FT), Qwen2.5-1.5B-Instruct RMs with LoRA 128, GSM8K.

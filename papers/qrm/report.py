@@ -11,6 +11,13 @@ from pathlib import Path
 from common.tables import plot_curves
 from papers.qrm.config import QRMConfig
 
+SAMPLED_METRIC = "pass@1 (sampled, T=1)"
+RM_NAMES = {"qrm": "Q-RM", "orm": "ORM", "dpo": "DPO-RM"}
+
+
+def _model_name(name: str) -> str:
+    return f"tiny-{name}" if name in ("student", "mid", "teacher") else Path(name).name
+
 
 def steps_to_threshold(qrm_curve: list[dict], orm_curve: list[dict], key: str = "val_pass@1") -> dict:
     """Policy updates until each arm first reaches the ORM arm's best `key` (UNCONFIRMED definition of the
@@ -41,30 +48,25 @@ def spread(values: list[float]) -> str:
 def result_rows(
     cfg: QRMConfig, gru: dict | None, rms: dict, runs: list[dict], speed: list[dict], sft: dict
 ) -> list[dict]:
-    model = f"tiny-{cfg.policy}" if cfg.policy in ("student", "mid", "teacher") else Path(cfg.policy).name
-    rows = [
-        {
-            "table": "toy",
-            "setting": "arith (before RL)",
-            "model": model,
-            "method": "SFT",
-            "benchmark": "toy-arith",
-            "metric": "pass@1",
-            "value": sft["test_pass@1"],
-        },
-    ]
-    for r in runs:
-        rows.append(
-            {
-                "table": "toy",
-                "setting": f"arith seed {r['seed']}",
-                "model": model,
-                "method": r["method"],
-                "benchmark": "toy-arith",
-                "metric": "pass@1",
-                "value": r["test_pass@1"],
-            }
-        )
+    model, rm_model = _model_name(cfg.policy), _model_name(cfg.rm.backbone)
+    rows = []
+    for r in [{"seed": None, "method": "SFT", **sft}] + runs:
+        setting = "arith (before RL)" if r["seed"] is None else f"arith seed {r['seed']}"
+        for key, metric in (("test_pass@1", "pass@1"), ("test_sampled_pass@1", SAMPLED_METRIC)):
+            if key in r:
+                rows.append(
+                    {
+                        "table": "toy",
+                        "setting": setting,
+                        "model": model,
+                        "method": r["method"],
+                        "benchmark": "toy-arith",
+                        "metric": metric,
+                        "value": r[key],
+                    }
+                )
+        if r["seed"] is None:
+            continue
         best = max(row["val_pass@1"] for row in r["curve"])
         rows.append(
             {
@@ -120,8 +122,8 @@ def result_rows(
             {
                 "table": "toy",
                 "setting": "arith validation pairs",
-                "model": model,
-                "method": "Q-RM" if kind == "qrm" else "ORM",
+                "model": rm_model,
+                "method": RM_NAMES[kind],
                 "benchmark": "toy-arith-pairs",
                 "metric": "pairwise accuracy",
                 "value": info["val_pairwise_accuracy"],

@@ -23,10 +23,10 @@ def mini(tmp_path, monkeypatch):
     cfg = replace(
         toy,
         policy=str(tmp_path / "policy"),
-        rm=replace(toy.rm, max_steps=3, batch_size=4),
+        rm=replace(toy.rm, backbone=str(tmp_path / "policy"), max_steps=3, batch_size=4),
         reinforce=replace(toy.reinforce, chunks=2, chunk_size=4, minibatch_size=2, max_tokens=8),
         ppo=replace(toy.ppo, chunks=2, chunk_size=4, minibatch_size=2, max_tokens=8),
-        eval=EvalConfig(max_tokens=8, eval_every=1),
+        eval=EvalConfig(max_tokens=8, eval_every=1, sampled_n=2),
         seeds=(0,),
         gru_seeds=(0,),
         gru_iterations=30,
@@ -61,10 +61,21 @@ def test_miniature_pipeline_writes_rows_matching_the_claims(mini):
     assert results["reinforce_qrm_beats_orm"].reproduced_delta is not None
     assert (out / "curves_reinforce.png").exists() and (out / "curves_ppo.png").exists()
     assert (out / "gru_check.png").exists() and (out / "provenance.json").exists()
+    assert results["reinforce_qrm_beats_dpo_rm"].reproduced_delta is not None
+    methods = {r["method"] for r in rows if r["metric"] == "pass@1 (sampled, T=1)"}
+    assert {"SFT", "REINFORCE+oracle", "REINFORCE+DPO-RM"} <= methods
+    rms = {r["method"] for r in rows if r["metric"] == "pairwise accuracy" and r["setting"] != "gru check"}
+    assert rms == {"Q-RM", "ORM", "DPO-RM"}
     # rerun: every stage is cached, same rows
     again = pipeline.reproduce("toy", cfg=cfg, root=root)
     with open(again / "reproduced.csv", newline="") as f:
         assert list(csv.DictReader(f)) == rows
+
+
+def test_unknown_method_fails_with_one_line(mini):
+    cfg, root = mini
+    with pytest.raises(ValueError, match="unknown method"):
+        pipeline.reproduce("toy", cfg=replace(cfg, methods=("REINFORCE+PRM",), gru_check=False), root=root)
 
 
 def test_paper_scale_is_configured_not_run():
