@@ -13,6 +13,7 @@ import torch
 
 from common.generation import HFGenerator, vllm_available
 from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
+from common.rl import Rollout
 from papers.qrm import scaled_stages
 from papers.qrm.config import EvalConfig, PPOConfig, QRMConfig, ReinforceConfig, RMConfig
 from papers.qrm.prefs import PrefsConfig, build_pairs, format_prompt, grader, question_pairs, read_pairs
@@ -240,3 +241,71 @@ def test_small_driver_with_vllm_engine(tiny, data_dir, tmp_path, monkeypatch):
     assert sft == round(
         scaled_stages.score_test_set(policy, tok, hf, problems, grader("gsm8k"), cfg, None)["Pass@1"], 2
     )
+
+
+class FixedScorer(torch.nn.Module):
+    """Z[b, t] = a fixed table (a stand-in RM whose scores the test knows)."""
+
+    def __init__(self, z):
+        super().__init__()
+        self.z = z
+
+    def forward(self, input_ids, attention_mask):
+        rows = [self.z[int(i)] for i in input_ids[:, 0]]  # row identity carried by the first token
+        return torch.stack(rows)[:, : input_ids.shape[1]].float()
+
+
+def _rollout(z):
+    b, t = z.shape
+    mask = torch.zeros(b, t, dtype=torch.bool)
+    lengths = [t - 1 - i % 3 for i in range(b)]
+    for i, n in enumerate(lengths):
+        mask[i, 2:n] = True
+    ids = torch.arange(b)[:, None].expand(b, t).clone()
+    logp_old, logp_ref = -torch.rand(b, t, dtype=torch.float64), -torch.rand(b, t, dtype=torch.float64)
+    ro = Rollout(
+        [[0, 0]] * b,
+        ids,
+        torch.ones(b, t, dtype=torch.long),
+        mask,
+        logp_old.float() * mask,
+        [""] * b,
+        list(range(b)),
+    )
+    ro.logp_ref = logp_ref.float() * mask
+    return ro, mask, lengths
+
+
+@pytest.mark.parametrize("method", ["REINFORCE+Q-RM", "REINFORCE+ORM", "PPO+Q-RM", "PPO+ORM"])
+def test_reward_maths_match_an_independent_float64_computation(method, tmp_path):
+    torch.manual_seed(0)
+    z = torch.randn(7, 9, dtype=torch.float64)
+    ro, mask, lengths = _rollout(z)
+    cfg, _ = small_cfg(tmp_path)
+    sc = ScaledConfig(forward_batch_size=3)
+    got = scaled_stages.make_reward_fn(method, cfg, sc, FixedScorer(z))(ro).double()
+    one_pass = scaled_stages.make_reward_fn(method, cfg, replace(sc, forward_batch_size=100), FixedScorer(z))(
+        ro
+    )
+    assert torch.equal(got.float(), one_pass)  # row batching changes nothing
+    kl = (ro.logp_old.double() - ro.logp_ref.double()).abs()
+    want = torch.zeros_like(z)
+    if method.endswith("Q-RM"):
+        std = z[mask].std(unbiased=False)
+        for i, n in enumerate(lengths):
+            r = z[i, 2:n] / std
+            if method.startswith("REINFORCE"):
+                r[-1] = r.mean()  # EOS overwrite (spec invariant 8)
+            else:
+                r = r - 0.01 * kl[i, 2:n]
+            want[i, 2:n] = r
+    else:
+        last = torch.stack([z[i, n - 1] for i, n in enumerate(lengths)])
+        s = last / last.std(unbiased=False)
+        for i, n in enumerate(lengths):
+            if method.startswith("REINFORCE"):
+                want[i, 2:n] = s[i]
+            else:
+                want[i, 2:n] = -0.01 * kl[i, 2:n]
+                want[i, n - 1] += s[i]
+    assert torch.allclose(got, want, atol=1e-5)
