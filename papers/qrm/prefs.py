@@ -190,7 +190,8 @@ def build_pairs(
     if counts["pairs"] == 0:
         raise ValueError(
             f"prefs {task}: 0 pairs from {counts['questions']} questions ({counts['all_correct']} with every "
-            f"sample correct, {counts['all_wrong']} with none): sample more per question or use another policy"
+            f"sample correct, {counts['all_wrong']} with none): "
+            "sample more per question or use another policy"
         )
     return counts | {"accuracy": counts["correct"] / max(1, counts["samples"])}
 
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m papers.qrm.prefs",
-        description="Build Q-RM preference pairs (chosen = correct, rejected = wrong) from a policy's samples.",
+        description="Build Q-RM preference pairs (chosen = correct, rejected = wrong) from a policy's "
+        "samples.",
     )
     parser.add_argument("policy", help="HF model name or folder that samples the responses")
     parser.add_argument("--dataset", choices=TASKS, default="gsm8k", help="train questions (default gsm8k)")

@@ -130,7 +130,8 @@ def reproduce_scaled(
     ]
     if bad or not sc.tasks:
         raise ValueError(
-            f"qrm: unknown dataset {bad[0] if bad else '(none)'!r}; tasks: gsm8k, math; MATH test: math, math500"
+            f"qrm: unknown dataset {bad[0] if bad else '(none)'!r}; "
+            "tasks: gsm8k, math; MATH test: math, math500"
         )
     methods = list(dict.fromkeys([*cfg.methods, *sc.dpo_methods]))
     unknown = [m for m in methods if m not in ALL_METHODS]
@@ -233,6 +234,7 @@ def reproduce_scaled(
             )
         )
     (out_dir / "curves.json").write_text(json.dumps({"runs": runs}, indent=1))
+    k = cfg.eval.pass_k
     return write_results(
         SLUG,
         cfg.scale,
@@ -240,9 +242,11 @@ def reproduce_scaled(
         seeds=list(cfg.seeds),
         config={"qrm": cfg.as_dict(), "scaled": asdict(sc)},
         wall_time_s=time.perf_counter() - start,
-        grader=f"GSM8K: common.scoring.gsm8k_is_correct ({sc.prefs.gsm8k_mode}); MATH: common.scoring.math_is_correct (math-verify)",
+        grader=f"GSM8K: common.scoring.gsm8k_is_correct ({sc.prefs.gsm8k_mode}); "
+        "MATH: common.scoring.math_is_correct (math-verify)",
         sampling={
-            "eval": f"greedy Pass@1; Pass@{cfg.eval.pass_k} from {cfg.eval.pass_k} samples at T={cfg.eval.pass_k_temperature}; max_tokens {cfg.eval.max_tokens}",
+            "eval": f"greedy Pass@1; Pass@{k} from {k} samples at T={cfg.eval.pass_k_temperature}; "
+            f"max_tokens {cfg.eval.max_tokens}",
             "rollouts": "temperature 1.0, top-p 1.0",
             "generator": "vLLM (weights synced each chunk)" if sampler.engine else "HF",
         },
