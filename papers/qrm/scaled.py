@@ -9,7 +9,7 @@ Per task (GSM8K, MATH; spec "Setup" and "Step-by-step algorithm"):
 2. Q-RM (`qrm_loss`), ORM (BT on the last token) and DPO-RM (`train_dpo_reward_model`) on the RM
    backbone with LoRA (`cfg.rm`); pairwise accuracy of each on the repo's held-out pairs (GSM8K 787,
    MATH 2,291): Q-RM by mean token score, ORM by last score, DPO-RM by its summed log-ratio.
-3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` + the DPO-RM arms and each seed, with
+3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` (Q-RM, ORM, DPO-RM arms) and seed, with
    the toy pipeline's RL configs (`pipeline.rl_config`) and reward maths (`scaled_stages.make_reward_fn`);
    DPO-RM token rewards 0.1 (log pi_dpo - log pi_ref) go through the Q-RM arm's normalisation
    (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL, with GAE as the code's non-Q-RM PPO runs).
@@ -133,7 +133,7 @@ def reproduce_scaled(
             f"qrm: unknown dataset {bad[0] if bad else '(none)'!r}; "
             "tasks: gsm8k, math; MATH test: math, math500"
         )
-    methods = list(dict.fromkeys([*cfg.methods, *sc.dpo_methods]))
+    methods = list(dict.fromkeys(cfg.methods))
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown:
         raise ValueError(f"qrm: unknown method {unknown[0]!r}; valid: {', '.join(ALL_METHODS)}")

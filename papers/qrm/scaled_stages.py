@@ -74,11 +74,6 @@ class ScaledConfig:
     prefs: PrefsConfig = field(default_factory=lambda: PrefsConfig(max_tokens=1024))  # ours, see prefs.py
     rm_pairs: int | None = None  # cap on RM training pairs per task (None: all; ours)
     rm_eval_pairs: int | None = None  # held-out pairs per set (None: all 787 / 2,291; spec)
-    dpo_methods: tuple[str, ...] = ("REINFORCE+DPO-RM", "PPO+DPO-RM")  # spec: published rows / abstract
-    # DPO-RM settings, used when config.RMConfig has no dpo_lr / dpo_beta / dpo_official_shift (`dpo_setting`)
-    dpo_lr: float = 1e-6  # spec: scripts/train-dpo-rm.sh
-    dpo_beta: float = 0.1  # spec
-    dpo_official_shift: bool = False  # spec: True = the repo's one-token-early rewards; ours: aligned
     test_problems: int | None = None  # None: whole test sets (spec); the first N otherwise
     forward_batch_size: int = 16  # rows per no-grad forward in the RL loop (ours; memory only)
     vllm_memory: float = 0.3  # vLLM's share of the GPU, the rest is for training (ours)
@@ -90,11 +85,6 @@ SCALED = {
     "small": ScaledConfig(math_test="math500", prefs=PrefsConfig(max_tokens=512), rm_pairs=8000),
     "paper": ScaledConfig(),
 }
-
-
-def dpo_setting(cfg: QRMConfig, sc: ScaledConfig, name: str):
-    """`cfg.rm.dpo_<name>` when config.py defines it, else `sc.dpo_<name>` (one source of truth per run)."""
-    return getattr(cfg.rm, f"dpo_{name}", getattr(sc, f"dpo_{name}"))
 
 
 def settings_hash(obj) -> str:
@@ -206,13 +196,13 @@ def rm_stage(
     """Train (or load) one reward model of a task: (model on the CPU, eval mode; info with held-out
     accuracy; its folder). `pairs` must hold a `key` naming where they came from (cache key)."""
     rm = cfg.rm
-    lr = dpo_setting(cfg, sc, "lr") if kind == "dpo" else rm.lr
+    lr = rm.dpo_lr if kind == "dpo" else rm.lr
     settings = {
         "task": task,
         "kind": kind,
         "rm": asdict(rm),
         "lr": lr,
-        "dpo_beta": dpo_setting(cfg, sc, "beta"),
+        "dpo_beta": cfg.rm.dpo_beta,
     }
     key = settings_hash(
         settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION}
@@ -227,7 +217,7 @@ def rm_stage(
             max_len=rm.max_len,
             beta=rm.beta,
             gamma=rm.gamma,
-            dpo_beta=dpo_setting(cfg, sc, "beta"),
+            dpo_beta=cfg.rm.dpo_beta,
             chat_template=True,
             seed=rm.seed,
         )
@@ -282,7 +272,7 @@ def make_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, model: torch.n
     ORM: the last-token score, std-normalised, on every token (REINFORCE) or the last one (PPO, - KL)."""
     algorithm, kind = ALL_METHODS[method]
     rc = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
-    beta, shift = dpo_setting(cfg, sc, "beta"), dpo_setting(cfg, sc, "official_shift")
+    beta, shift = cfg.rm.dpo_beta, cfg.rm.dpo_official_shift
 
     def reward_fn(ro) -> torch.Tensor:
         mask = ro.response_mask

@@ -84,7 +84,14 @@ def small_cfg(policy) -> tuple[QRMConfig, ScaledConfig]:
         scale="small",
         policy=str(policy),
         rm=RMConfig(
-            backbone=str(policy), lora_rank=4, lr=1e-3, batch_size=2, max_steps=3, max_len=96, seed=0
+            backbone=str(policy),
+            lora_rank=4,
+            lr=1e-3,
+            dpo_lr=1e-3,
+            batch_size=2,
+            max_steps=3,
+            max_len=96,
+            seed=0,
         ),
         reinforce=ReinforceConfig(lr=1e-4, minibatch_size=4, chunk_size=4, chunks=1, max_tokens=8),
         ppo=PPOConfig(
@@ -92,15 +99,13 @@ def small_cfg(policy) -> tuple[QRMConfig, ScaledConfig]:
         ),
         eval=EvalConfig(max_tokens=8, pass_k=2, eval_every=1),
         seeds=(0,),
-        methods=("REINFORCE+Q-RM", "PPO+Q-RM"),
+        methods=("REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM"),
         backend="hf",
     )
     sc = ScaledConfig(
         tasks=("gsm8k",),
         prefs=PrefsConfig(samples=4, pairs_per_question=2, max_tokens=8, chunk_questions=4),
         rm_eval_pairs=4,
-        dpo_methods=("PPO+DPO-RM",),
-        dpo_lr=1e-3,
         forward_batch_size=4,
     )
     return cfg, sc
@@ -203,7 +208,7 @@ def test_bad_inputs_one_clear_error(tiny, data_dir, tmp_path, monkeypatch):
         reproduce_scaled(cfg, data_dir=str(data_dir), sc=ScaledConfig(tasks=("svamp",)), root=tmp_path)
     with pytest.raises(ValueError, match="unknown method 'PPO\\+PRM'"):
         reproduce_scaled(
-            cfg, data_dir=str(data_dir), sc=ScaledConfig(dpo_methods=("PPO+PRM",)), root=tmp_path
+            replace(cfg, methods=("PPO+Q-RM", "PPO+PRM")), data_dir=str(data_dir), sc=sc, root=tmp_path
         )
     with pytest.raises(ValueError, match="no scaled stage settings for scale 'toy'"):
         reproduce_scaled(QRMConfig(scale="toy", policy=str(path)), root=tmp_path)
@@ -224,7 +229,7 @@ def test_small_driver_with_vllm_engine(tiny, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     cfg, sc = small_cfg(path)
-    cfg, sc = replace(cfg, backend="vllm", methods=("PPO+Q-RM",)), replace(sc, dpo_methods=())
+    cfg, sc = replace(cfg, backend="vllm", methods=("PPO+Q-RM",)), sc
     syncs, real_sync = [], scaled_stages.VLLMPolicyEngine.sync
     monkeypatch.setattr(
         scaled_stages.VLLMPolicyEngine, "sync", lambda e, p: syncs.append(1) or real_sync(e, p)
