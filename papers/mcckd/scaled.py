@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -265,6 +266,19 @@ def result_rows(cfg: McckdConfig, train_set: str, arms: list[dict]) -> list[dict
     return rows
 
 
+def seed_summary(arms: list[dict]) -> dict[str, list[float]]:
+    """Per method and test set: [mean, population std] of the strict accuracy (%) over the seeds."""
+    out = {}
+    for method in METHODS:
+        for name in arms[0]["tests"] if arms else []:
+            vals = [100 * m["tests"][name]["strict"] for m in arms if m["method"] == method]
+            out[f"{method} {SETS[name][0]}"] = [
+                round(statistics.mean(vals), 2),
+                round(statistics.pstdev(vals), 2),
+            ]
+    return out
+
+
 def reproduce_scaled(
     cfg: McckdConfig,
     force: bool = False,
@@ -297,7 +311,7 @@ def reproduce_scaled(
         if not _main_process():
             continue
         rows += result_rows(cfg, name, arms)
-        extra["sets"][name] = {"data_stats": data["stats"], "arms": arms}
+        extra["sets"][name] = {"data_stats": data["stats"], "summary": seed_summary(arms), "arms": arms}
     if stage == "teacher":
         return root / "teacher"
     if not _main_process():

@@ -116,6 +116,9 @@ def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, cap
         "MCC-KD",
     }
     prov = json.loads((out / "provenance.json").read_text())
+    summary = prov["sets"]["svamp"]["summary"]
+    assert set(summary) == {f"{m} {b}" for m in ("CoT-KD", "MCC-KD") for b in ("SVAMP", "GSM8K", "ASDiv")}
+    assert summary["MCC-KD SVAMP"][0] == float(next(r["value"] for r in rows if r["method"] == "MCC-KD"))
     stats = prov["sets"]["svamp"]["data_stats"]
     assert stats["questions"] == 8 and stats["encoded_questions"] >= 1
     for arm in prov["sets"]["svamp"]["arms"]:
