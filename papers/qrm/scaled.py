@@ -10,7 +10,7 @@ Per task (GSM8K, MATH; spec "Setup" and "Step-by-step algorithm"):
    backbone with LoRA (`cfg.rm`); pairwise accuracy of each on the repo's held-out pairs (GSM8K 787,
    MATH 2,291): Q-RM by mean token score, ORM by last score, DPO-RM by its summed log-ratio.
 3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` (Q-RM, ORM, DPO-RM arms) and seed, with
-   the toy pipeline's RL configs (`pipeline.rl_config`) and reward maths (`scaled_stages.make_reward_fn`);
+   the toy pipeline's RL configs (`pipeline.rl_config`) and reward functions (`toy_rewards`);
    DPO-RM token rewards 0.1 (log pi_dpo - log pi_ref) go through the Q-RM arm's normalisation
    (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL, with GAE as the code's non-Q-RM PPO runs).
    Greedy Pass@1 on the task's test set every `cfg.eval.eval_every` chunks (the curves; nothing is

@@ -6,9 +6,9 @@ Spec `shared/papers/qrm.md`. `rm_stage` trains Q-RM (`qrm_loss`), ORM (BT on the
 chat template of the POLICY's tokenizer (the RMs score the rollouts' token ids; `check_tokenizers`
 refuses an RM whose tokenizer differs), and measures pairwise accuracy on the repo's held-out pairs
 (Q-RM: mean token score; ORM: last score; DPO-RM: summed log-ratio). `rl_stage` is one `run_rl` run
-with the toy pipeline's RL configs (`pipeline.rl_config`) and its reward maths (`make_reward_fn`,
-from `qrm.py`, scoring in row batches so a real RM fits in memory); the DPO-RM arms use 0.1 (log
-pi_dpo - log pi_ref) as token rewards through the Q-RM arm's normalisation
+with the toy pipeline's RL configs (`pipeline.rl_config`) and reward functions
+(`toy_rewards.make_reward_fn`), the RM run in row batches so a real one fits in memory; the DPO-RM arms
+use 0.1 (log pi_dpo - log pi_ref) as token rewards through the Q-RM arm's normalisation
 (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL with GAE, as the code's non-Q-RM PPO runs;
 UNCONFIRMED how the paper normalised them). PPO critics start from the arm's RM with a fresh head (the
 code: from the Q-RM, LoRA 128; the DPO-RM arm here: from the ORM). Every stage is cached by a hash of
@@ -35,23 +35,16 @@ from papers.qrm.config import QRMConfig
 from papers.qrm.pairwise import evaluate as pairwise_evaluate
 from papers.qrm.pipeline import rl_config
 from papers.qrm.prefs import PrefsConfig, format_prompt
-from papers.qrm.qrm import (
-    kl_abs,
-    last_token_scores,
-    orm_token_rewards,
-    qrm_ppo_rewards,
-    qrm_reinforce_rewards,
-)
 from papers.qrm.reward_models import (
     DPORewardModel,
     RMTrainConfig,
     TokenScorer,
     encode_pairs,
     pair_collate,
-    response_token_scores,
     train_dpo_reward_model,
     train_reward_model,
 )
+from papers.qrm.toy_rewards import make_reward_fn as toy_make_reward_fn
 
 VERSION = 1  # bump to invalidate every cached stage of the scaled run
 ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model)
@@ -112,19 +105,24 @@ class Pairs(list):
         self.key = key
 
 
-class BatchedScorer(torch.nn.Module):
-    """A scorer `(input_ids, attention_mask) -> [batch, seq]` run `batch_size` rows at a time."""
+class RowBatched(torch.nn.Module):
+    """A reward model or critic run `batch_size` rows at a time: `forward(input_ids, attention_mask)`
+    (a TokenScorer's scores) and `token_rewards(...)` (a DPORewardModel's), both [batch, seq]."""
 
-    def __init__(self, scorer: torch.nn.Module, batch_size: int):
+    def __init__(self, model: torch.nn.Module, batch_size: int):
         super().__init__()
-        self.scorer, self.batch_size = scorer, batch_size
+        self.model, self.batch_size = model, batch_size
+
+    def _rows(self, fn, *tensors) -> torch.Tensor:
+        b = self.batch_size
+        return torch.cat([fn(*(t[s : s + b] for t in tensors)) for s in range(0, len(tensors[0]), b)])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        b = self.batch_size
-        parts = [
-            self.scorer(input_ids[s : s + b], attention_mask[s : s + b]) for s in range(0, len(input_ids), b)
-        ]
-        return torch.cat(parts)
+        return self._rows(self.model, input_ids, attention_mask)
+
+    def token_rewards(self, input_ids, attention_mask, response_mask, beta: float, official_shift: bool):
+        fn = lambda i, a, m: self.model.token_rewards(i, a, m, beta, official_shift)  # noqa: E731
+        return self._rows(fn, input_ids, attention_mask, response_mask)
 
 
 def main_process() -> tuple[bool, Callable[[], None]]:
@@ -251,44 +249,18 @@ def rm_stage(
     return model.eval(), json.loads((out / "info.json").read_text()), out / "model"
 
 
-def token_scores(
-    model: torch.nn.Module, ro, batch_size: int, dpo_beta: float, official_shift: bool = False
-) -> torch.Tensor:
-    """[batch, seq] per-token scores on response tokens, `batch_size` rows per forward: Z of a
-    TokenScorer, or beta (log pi_dpo - log pi_ref) of a DPORewardModel."""
-    b, parts = batch_size, []
-    for s in range(0, len(ro), b):
-        ids, attn, mask = ro.input_ids[s : s + b], ro.attention_mask[s : s + b], ro.response_mask[s : s + b]
-        if isinstance(model, DPORewardModel):
-            parts.append(model.token_rewards(ids, attn, mask, dpo_beta, official_shift))
-        else:
-            parts.append(response_token_scores(model, ids, attn, mask))
-    return torch.cat(parts)
-
-
 def make_reward_fn(method: str, cfg: QRMConfig, sc: ScaledConfig, model: torch.nn.Module):
-    """Token rewards [batch, seq] of one arm, as the official code builds them (the toy pipeline's maths):
-    Q-RM / DPO-RM: Z / std_chunk(Z) (+ EOS overwrite in REINFORCE; - kl_coef |log-ratio| in PPO);
-    ORM: the last-token score, std-normalised, on every token (REINFORCE) or the last one (PPO, - KL)."""
+    """Token rewards [batch, seq] of one arm: the toy pipeline's (`toy_rewards.make_reward_fn`, the
+    official code's maths) over the RM run `sc.forward_batch_size` rows at a time."""
     algorithm, kind = ALL_METHODS[method]
-    rc = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
-    beta, shift = cfg.rm.dpo_beta, cfg.rm.dpo_official_shift
-
-    def reward_fn(ro) -> torch.Tensor:
-        mask = ro.response_mask
-        z = token_scores(model, ro, sc.forward_batch_size, beta, shift)
-        if kind in ("qrm", "dpo") and algorithm == "reinforce":
-            return qrm_reinforce_rewards(z, mask, sub_mean=rc.sub_mean, eos_overwrite=rc.eos_overwrite)
-        if kind in ("qrm", "dpo"):
-            return qrm_ppo_rewards(z, mask, ro.logp_old, ro.logp_ref, rc.kl_coef, sub_mean=rc.sub_mean)
-        s = last_token_scores(z, mask)
-        s = (s - s.mean()) if rc.sub_mean else s  # the paper's standardisation (flag)
-        s = s / s.std(unbiased=False).clamp_min(1e-8)
-        if algorithm == "reinforce":
-            return orm_token_rewards(s, mask, "broadcast")
-        return orm_token_rewards(s, mask, "last") - rc.kl_coef * kl_abs(ro.logp_old, ro.logp_ref) * mask
-
-    return reward_fn
+    return toy_make_reward_fn(
+        algorithm,
+        kind,
+        cfg.reinforce if algorithm == "reinforce" else cfg.ppo,
+        RowBatched(model, sc.forward_batch_size),
+        dpo_beta=cfg.rm.dpo_beta,
+        official_shift=cfg.rm.dpo_official_shift,
+    )
 
 
 class Sampler:
@@ -363,7 +335,7 @@ def rl_stage(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1000 + seed)  # the code re-initialises the critic's value head
                 scorer.head.reset_parameters()
-            critic = BatchedScorer(scorer.to(device).train(), sc.forward_batch_size)
+            critic = RowBatched(scorer.to(device).train(), sc.forward_batch_size)
         reward_fn = make_reward_fn(method, cfg, sc, rm)
         grade = data["grade"]
         curve_problems = data["test"][: cfg.eval.problems]
