@@ -14,7 +14,7 @@ What the recipe does (spec `../shared/papers/mcckd.md`):
 
 How it departs from the paper / release (README "Deviations"): toy students are fine-tuned in full with
 lr 1e-3 (release: LoRA, Adam 1e-5); a rationale pair is drawn per question (release: one pair index per
-mini-batch); the toy teacher is a 1.8M-parameter model, not an LLM. small/paper are configured, not run.
+mini-batch); the toy teacher is a 0.97M-parameter model, not an LLM. small/paper run through `scaled.py` (GPU).
 """
 
 from __future__ import annotations
@@ -92,11 +92,10 @@ def summary(arms: list[dict]) -> dict:
 
 def reproduce(scale: str = "toy", force: bool = False, data_dir: str | None = None) -> Path:
     cfg = get_config(scale)
-    if scale != "toy":
-        raise SystemExit(
-            f"mcckd: scale {scale!r} is configured (papers/mcckd/config.py, README 'How to run') but needs a GPU "
-            "and teacher rationales; this pipeline runs the toy scale here"
-        )
+    if scale != "toy":  # small / paper: teacher rationales, students, ID/OOD evaluation (scaled.py)
+        from papers.mcckd.scaled import reproduce_scaled
+
+        return reproduce_scaled(cfg, force=force, data_dir=data_dir)
     torch.set_num_threads(cfg.toy.torch_threads)
     start = time.perf_counter()
     out = run_toy(cfg, force)

@@ -48,9 +48,19 @@ def test_presets_carry_the_spec_defaults():
         get_config("huge")
 
 
-def test_non_toy_scale_says_what_to_do():
-    with pytest.raises(SystemExit, match="configured"):
-        reproduce("small")
+def test_non_toy_scales_run_the_scaled_driver(monkeypatch, tmp_path):
+    from papers.mcckd import scaled
+
+    seen = []
+
+    def fake(cfg, force=False, data_dir=None):
+        seen.append((cfg.scale, force, data_dir))
+        return tmp_path
+
+    monkeypatch.setattr(scaled, "reproduce_scaled", fake)
+    assert reproduce("small", force=True, data_dir="d") == tmp_path
+    assert reproduce("paper") == tmp_path
+    assert seen == [("small", True, "d"), ("paper", False, None)]
 
 
 def test_cli_rejects_eval_every_beyond_steps(capsys):
