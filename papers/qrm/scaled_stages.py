@@ -55,7 +55,6 @@ ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model)
     "REINFORCE+DPO-RM": ("reinforce", "dpo"),
     "PPO+DPO-RM": ("ppo", "dpo"),
 }
-DPO_AS = {"REINFORCE+DPO-RM": "REINFORCE+Q-RM", "PPO+DPO-RM": "PPO+ORM"}  # RL settings: code's scripts
 
 
 @dataclass(frozen=True)
@@ -307,7 +306,7 @@ def rl_stage(
 ) -> dict:
     """One RL run (resumable by chunk) and its final test scores (cached)."""
     algorithm, kind = ALL_METHODS[method]
-    rl_cfg = rl_config(DPO_AS.get(method, method), cfg, seed, work / "tmp")
+    rl_cfg = rl_config(method, cfg, seed, work / "tmp")
     key = settings_hash(
         {
             "task": task,
