@@ -93,9 +93,16 @@ def summary(arms: list[dict]) -> dict:
 def reproduce(scale: str = "toy", force: bool = False, data_dir: str | None = None) -> Path:
     cfg = get_config(scale)
     if scale != "toy":  # small / paper: teacher rationales, students, ID/OOD evaluation (scaled.py)
+        from common.data import DataError
+        from common.models import ModelNotFoundError
+        from papers.mcckd.rationales import TooFewRationales
         from papers.mcckd.scaled import reproduce_scaled
+        from papers.mcckd.scaled_data import MissingTrainData
 
-        return reproduce_scaled(cfg, force=force, data_dir=data_dir)
+        try:
+            return reproduce_scaled(cfg, force=force, data_dir=data_dir)
+        except (MissingTrainData, TooFewRationales, DataError, ModelNotFoundError) as err:
+            raise SystemExit(f"mcckd {scale}: {str(err).splitlines()[0]}") from None
     torch.set_num_threads(cfg.toy.torch_threads)
     start = time.perf_counter()
     out = run_toy(cfg, force)

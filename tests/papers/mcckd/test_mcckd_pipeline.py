@@ -63,6 +63,18 @@ def test_non_toy_scales_run_the_scaled_driver(monkeypatch, tmp_path):
     assert seen == [("small", True, "d"), ("paper", False, None)]
 
 
+def test_scaled_driver_errors_are_one_line(monkeypatch):
+    from papers.mcckd import scaled
+    from papers.mcckd.scaled_data import MissingTrainData
+
+    def fake(cfg, force=False, data_dir=None):
+        raise MissingTrainData("ASDiv train questions are not mirrored\nsecond line")
+
+    monkeypatch.setattr(scaled, "reproduce_scaled", fake)
+    with pytest.raises(SystemExit, match=r"^mcckd small: ASDiv train questions are not mirrored$"):
+        reproduce("small")
+
+
 def test_cli_rejects_eval_every_beyond_steps(capsys):
     with pytest.raises(SystemExit):
         real_svamp.main(["--steps", "5", "--eval-every", "10"])
