@@ -362,6 +362,10 @@ def train(
     model.to(accelerator.device)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = make_scheduler(optimizer, config)  # stepped by hand: once per optimizer step, any world size
+    ds_plugin = accelerator.state.deepspeed_plugin
+    if ds_plugin is not None:  # no DataLoader goes through prepare(), so DeepSpeed cannot infer these
+        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
+        ds_plugin.deepspeed_config["gradient_accumulation_steps"] = config.grad_accum
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
 
