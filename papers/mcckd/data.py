@@ -109,15 +109,20 @@ def build_records(
             continue
         kept.append(len(record["output"]))
         records.append({**record, "id": row["id"]})
-    stats = {
-        "questions": len(rows),
+    return records, filter_stats(len(rows), correct, kept, len(records))
+
+
+def filter_stats(questions: int, correct: list[int], kept: list[int], records: int) -> dict:
+    """Questions, mean correct rationales per question, questions with >= 2 correct, mean kept, records
+    built, questions dropped."""
+    return {
+        "questions": questions,
         "correct_mean": round(statistics.mean(correct), 4) if correct else 0.0,
         "ge2_correct": sum(c >= 2 for c in correct),
         "kept_mean": round(statistics.mean(kept), 4) if kept else 0.0,
-        "records": len(records),
-        "dropped": len(rows) - len(records),
+        "records": records,
+        "dropped": questions - records,
     }
-    return records, stats
 
 
 def encode_records(

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,13 @@ from common.data import load_rows, read_records, resolve_data_dir
 from common.results import ROOT
 from common.scoring import normalize_number
 from papers.mcckd.config import FilterConfig, TeacherConfig
-from papers.mcckd.data import build_records, cached_samples, sample_rationales, sample_rationales_endpoint
+from papers.mcckd.data import (
+    build_records,
+    cached_samples,
+    filter_stats,
+    sample_rationales,
+    sample_rationales_endpoint,
+)
 from papers.mcckd.rationales import (
     TooFewRationales,
     deduplicate_texts,
@@ -225,15 +230,7 @@ def _choice_records(rows: Sequence[dict], filters: FilterConfig) -> tuple[list[d
             records.append(
                 {"instruction": row["question"], "output": outputs, "label": row["answer"], "id": row["id"]}
             )
-    stats = {
-        "questions": len(rows),
-        "correct_mean": round(statistics.mean(correct), 4) if correct else 0.0,
-        "ge2_correct": sum(c >= 2 for c in correct),
-        "kept_mean": round(statistics.mean(kept), 4) if kept else 0.0,
-        "records": len(records),
-        "dropped": len(rows) - len(records),
-    }
-    return records, stats
+    return records, filter_stats(len(rows), correct, kept, len(records))
 
 
 def make_records(name: str, rows: Sequence[dict], filters: FilterConfig) -> tuple[list[dict], dict]:
