@@ -181,7 +181,7 @@ TOY = QRMConfig(
         "PPO+Q-RM",
         "PPO+ORM",
     ),
-    seeds=(0, 1),
+    seeds=(0, 1, 2),
     gru_check=True,
     train_problems=4000,
     val_problems=200,
