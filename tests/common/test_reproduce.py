@@ -85,9 +85,9 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
     assert os.environ["REPRO_DATA_DIR"] == str(tmp_path / "mirror")
     out = capsys.readouterr().out
     assert "### Claims at toy scale" in out and "| +0.100 | yes |" in out
-    # qrm claims: REINFORCE (rows given) holds, PPO has no rows, the DPO-RM toy block is `unavailable`
+    # qrm claims: REINFORCE (rows given) holds, PPO and the DPO-RM claim have no rows
     assert (
-        "| built | toy | 1/1 hold, 1 without rows, 1 not checkable at toy |"
+        "| built | toy | 1/1 hold, 2 without rows |"
         in (tmp_path / "README.md").read_text()
     )
     assert "Reproduced, toy scale" in (tmp_path / "papers" / "qrm" / "README.md").read_text()
