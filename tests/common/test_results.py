@@ -173,7 +173,7 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     top = (root / "README.md").read_text()
     assert (
         "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy "
-        "| 1/1 hold, 1 without rows, 1 not checkable at toy |" in top
+        "| 1/1 hold, 2 without rows |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
