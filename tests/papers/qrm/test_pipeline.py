@@ -78,9 +78,22 @@ def test_unknown_method_fails_with_one_line(mini):
         pipeline.reproduce("toy", cfg=replace(cfg, methods=("REINFORCE+PRM",), gru_check=False), root=root)
 
 
-def test_paper_scale_is_configured_not_run():
+def test_small_and_paper_scales_run_the_scaled_driver(monkeypatch, tmp_path):
+    from papers.qrm import scaled
+
     assert get_config("paper").policy == "meta-llama/Llama-3.2-3B-Instruct"
-    with pytest.raises(SystemExit, match="configured, not runnable"):
+    seen = []
+
+    def fake(cfg, force, data_dir, root=None):
+        seen.append((cfg.scale, force, data_dir))
+        if cfg.scale == "paper":
+            raise ValueError("qrm: no pairs were built\nsecond line")
+        return tmp_path
+
+    monkeypatch.setattr(scaled, "reproduce_scaled", fake)
+    assert pipeline.reproduce("small", force=True, data_dir="d") == tmp_path
+    with pytest.raises(SystemExit, match=r"^qrm --scale paper: qrm: no pairs were built$"):
         pipeline.reproduce("paper")
+    assert seen == [("small", True, "d"), ("paper", False, None)]
     with pytest.raises(ValueError, match="unknown scale"):
         get_config("huge")
