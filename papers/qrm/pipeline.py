@@ -68,6 +68,10 @@ METHODS = {  # method name (claims.yaml) -> (algorithm, reward model)
     "PPO+DPO-RM": ("ppo", "dpo"),
     "REINFORCE+oracle": ("reinforce", "oracle"),  # ours: calibration, the answer's correctness as reward
 }
+SCALED_ONLY_METHODS = {  # arms only the small/paper driver trains an RM for (scaled_stages.ALL_METHODS)
+    "REINFORCE+Implicit-PRM": ("reinforce", "implicit"),
+    "PPO+Implicit-PRM": ("ppo", "implicit"),
+}
 
 
 def gru_stage(cfg: QRMConfig, work: Path, force: bool) -> dict:
@@ -83,7 +87,7 @@ def gru_stage(cfg: QRMConfig, work: Path, force: bool) -> dict:
 
 
 def rl_config(method: str, cfg: QRMConfig, seed: int, out: Path) -> RLConfig:
-    algorithm, kind = METHODS[method]
+    algorithm, kind = (METHODS | SCALED_ONLY_METHODS)[method]
     common = {"output_dir": str(out), "seed": seed, "eval_every": cfg.eval.eval_every, "progress": True}
     if algorithm == "reinforce":
         r = cfg.reinforce

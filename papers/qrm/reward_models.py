@@ -10,6 +10,8 @@ Training: Adam (common.train's AdamW with weight decay 0), constant lr, no warm-
 code; lr 1e-5 / batch 2 / 1 epoch / max_len 1024 / LoRA rank 128 with scaling 1 are the paper's defaults.
 DPO-RM: policy + frozen reference, DPO on summed log-probs, token rewards beta * (log pi - log pi_ref) at
 the right token (`official_shift=True` reproduces the repo's one-token-early reading).
+Implicit PRM: the same policy + reference, trained with the CE form on outcome labels (chosen = 1,
+rejected = 0; spec "Baselines as implemented"); its token rewards are the same beta-scaled log-ratios.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from papers.qrm.qrm import (
     aligned_token_logprobs,
     dpo_loss,
     dpo_token_rewards,
+    implicit_prm_loss,
     last_token_scores,
     masked_mean,
     masked_sum,
@@ -189,6 +192,7 @@ class RMTrainConfig:
     beta: float = 0.2  # spec: Q-RM beta
     gamma: float = 2.0  # spec: Q-RM gamma
     dpo_beta: float = 0.1  # spec: DPO-RM beta
+    implicit_beta: float = 1.0  # code: ImplicitPRMLoss never applies its beta (implicit-PRM paper: a beta)
     chat_template: bool = False  # spec: the prompt is wrapped in the chat template (paper scale: True)
     seed: int = 1  # official code's default seed
     mixed_precision: str = "auto"  # spec: bf16 (auto = bf16 on CUDA, fp32 on CPU)
@@ -303,11 +307,19 @@ class DPORewardModel(nn.Module):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return aligned_token_logprobs(logits, input_ids, official_shift)
 
-    def forward(self, input_ids, attention_mask, response_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs [batch] of the policy and of the reference."""
+    def forward(
+        self, input_ids, attention_mask, response_mask, per_token: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs [batch] of the policy and of the reference ([batch, seq] per token,
+        0 off the response, with `per_token`)."""
         logp = self.token_logprobs(self.policy, input_ids, attention_mask)
         with torch.no_grad():
             ref = self.token_logprobs(self.reference, input_ids, attention_mask)
+        if per_token:
+            keep = response_mask.bool()
+            return torch.where(keep, logp, torch.zeros_like(logp)), torch.where(
+                keep, ref, torch.zeros_like(ref)
+            )
         return masked_sum(logp, response_mask), masked_sum(ref, response_mask)
 
     @torch.no_grad()
@@ -335,4 +347,26 @@ def train_dpo_reward_model(
     dpo_rm.policy.train()
     losses = _run(dpo_rm, rows, loss_fn, cfg, tokenizer.pad_token_id, progress)
     dpo_rm.eval()
+    return losses
+
+
+def train_implicit_prm(
+    prm: DPORewardModel, tokenizer, pairs: list[dict], cfg: RMTrainConfig, progress=True
+) -> list[float]:
+    """Implicit PRM: BCE of beta * (sum log pi - sum log pi_ref) against the outcome label of each response
+    (a pair's chosen = 1, rejected = 0; `qrm.implicit_prm_loss`, beta `cfg.implicit_beta`); trains the
+    policy in place; the loss curve. Token rewards afterwards: `prm.token_rewards(..., beta)`."""
+    rows = encode_pairs(tokenizer, pairs, cfg.max_len, cfg.chat_template)
+
+    def loss_fn(model: nn.Module, batch: dict[str, Any]):
+        mask = batch["response_mask"]
+        logp, ref = model(batch["input_ids"], batch["attention_mask"], mask, per_token=True)
+        half = mask.shape[0] // 2
+        labels = torch.cat([torch.ones(half), torch.zeros(mask.shape[0] - half)]).to(logp.device)
+        loss = implicit_prm_loss(logp, ref, mask, labels, cfg.implicit_beta)
+        return loss, {"loss": loss.item()}
+
+    prm.policy.train()
+    losses = _run(prm, rows, loss_fn, cfg, tokenizer.pad_token_id, progress)
+    prm.eval()
     return losses

@@ -9,7 +9,8 @@ Per task (GSM8K, MATH; spec "Setup" and "Step-by-step algorithm"):
 2. Q-RM (`qrm_loss`), ORM (BT on the last token) and DPO-RM (`train_dpo_reward_model`) on the RM
    backbone with LoRA (`cfg.rm`); pairwise accuracy of each on the repo's held-out pairs (GSM8K 787,
    MATH 2,291): Q-RM by mean token score, ORM by last score, DPO-RM by its summed log-ratio.
-3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` (Q-RM, ORM, DPO-RM arms) and seed, with
+3. RL (`common.rl_loop.run_rl`) for each method of `cfg.methods` (Q-RM, ORM, DPO-RM arms; Implicit-PRM
+   arms on request: `train_implicit_prm`, the DPO-RM's token rewards) and seed, with
    the toy pipeline's RL configs (`pipeline.rl_config`) and reward functions (`toy_rewards`);
    DPO-RM token rewards 0.1 (log pi_dpo - log pi_ref) go through the Q-RM arm's normalisation
    (REINFORCE: Z / std + EOS overwrite; PPO: Z / std - KL, with GAE as the code's non-Q-RM PPO runs).
@@ -45,6 +46,7 @@ from papers.qrm.pipeline import SLUG
 from papers.qrm.prefs import build_pairs, data_root, grader, load_questions, read_pairs
 from papers.qrm.scaled_stages import (
     ALL_METHODS,
+    LOG_RATIO_KINDS,
     SCALED,
     VERSION,
     LazyGenerator,
@@ -98,7 +100,7 @@ def result_rows(cfg: QRMConfig, sc: ScaledConfig, sft: dict, runs: list[dict], r
                     "value": round(avg, 2),
                 }
             )
-    names = {"qrm": "Q-RM", "orm": "ORM", "dpo": "DPO-RM"}
+    names = {"qrm": "Q-RM", "orm": "ORM", "dpo": "DPO-RM", "implicit": "Implicit-PRM"}
     for info in rms:
         rows.append(
             {
@@ -145,7 +147,8 @@ def reproduce_scaled(
     check_tokenizers(tok, load_tokenizer(cfg.rm.backbone), cfg.policy, cfg.rm.backbone)
     sampler = Sampler(cfg, sc, tok, work)
     sft, runs, rms, prefs = {}, [], [], {}
-    kinds = sorted({ALL_METHODS[m][1] for m in methods} | ({"orm"} if "PPO+DPO-RM" in methods else set()))
+    ppo_log_ratio = any(ALL_METHODS[m] in (("ppo", k) for k in LOG_RATIO_KINDS) for m in methods)
+    kinds = sorted({ALL_METHODS[m][1] for m in methods} | ({"orm"} if ppo_log_ratio else set()))
     for task in sc.tasks:
         test_name = task if task == "gsm8k" else sc.math_test
         data = {
@@ -189,7 +192,7 @@ def reproduce_scaled(
             for seed in cfg.seeds:
                 for method in methods:
                     kind = ALL_METHODS[method][1]
-                    critic_from = dirs["orm" if kind == "dpo" else kind]
+                    critic_from = dirs["orm" if kind in LOG_RATIO_KINDS else kind]
                     models[kind].to(default_device())  # one RM on the GPU at a time
                     runs.append(
                         rl_stage(

@@ -42,6 +42,7 @@ from papers.qrm.reward_models import (
     encode_pairs,
     pair_collate,
     train_dpo_reward_model,
+    train_implicit_prm,
     train_reward_model,
 )
 from papers.qrm.toy_rewards import make_reward_fn as toy_make_reward_fn
@@ -54,7 +55,10 @@ ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model)
     "PPO+ORM": ("ppo", "orm"),
     "REINFORCE+DPO-RM": ("reinforce", "dpo"),
     "PPO+DPO-RM": ("ppo", "dpo"),
+    "REINFORCE+Implicit-PRM": ("reinforce", "implicit"),  # not in the presets' methods (no published row)
+    "PPO+Implicit-PRM": ("ppo", "implicit"),
 }
+LOG_RATIO_KINDS = ("dpo", "implicit")  # DPORewardModel: policy + frozen reference, beta * log-ratio rewards
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ def rm_stage(
     """Train (or load) one reward model of a task: (model on the CPU, eval mode; info with held-out
     accuracy; its folder). `pairs` must hold a `key` naming where they came from (cache key)."""
     rm = cfg.rm
-    lr = rm.dpo_lr if kind == "dpo" else rm.lr
+    lr = rm.dpo_lr if kind in LOG_RATIO_KINDS else rm.lr  # implicit PRM: the DPO-RM's lr (UNCONFIRMED)
     settings = {
         "task": task,
         "kind": kind,
@@ -219,9 +223,10 @@ def rm_stage(
             seed=rm.seed,
         )
         start = time.perf_counter()
-        if kind == "dpo":
+        if kind in LOG_RATIO_KINDS:
             model = DPORewardModel(load_causal_lm(rm.backbone, dtype=torch.float32), rm.lora_rank)
-            losses = train_dpo_reward_model(model, tok, pairs, train_cfg)
+            fit = train_dpo_reward_model if kind == "dpo" else train_implicit_prm
+            losses = fit(model, tok, pairs, train_cfg)
             margins = dpo_margins(model, tok, heldout, rm.max_len)
             accuracy = sum(m > 0 for m in margins) / len(margins)
         else:
@@ -240,11 +245,11 @@ def rm_stage(
             "wall_s": round(time.perf_counter() - start, 1),
         }
         if main:
-            _save_dpo(model, out / "model") if kind == "dpo" else model.save(out / "model")
+            _save_dpo(model, out / "model") if kind in LOG_RATIO_KINDS else model.save(out / "model")
             (out / "info.json").write_text(json.dumps(info, indent=1))
         barrier()
         return model.cpu().eval(), info, out / "model"
-    model = _load_dpo(cfg, out / "model") if kind == "dpo" else TokenScorer.load(out / "model")
+    model = _load_dpo(cfg, out / "model") if kind in LOG_RATIO_KINDS else TokenScorer.load(out / "model")
     return model.eval(), json.loads((out / "info.json").read_text()), out / "model"
 
 

@@ -92,16 +92,17 @@ def make_reward_fn(
     dpo_beta: float = 0.1,
     official_shift: bool = False,
 ) -> Callable[[Rollout], torch.Tensor]:
-    """reward_fn for one arm. `algorithm`: reinforce | ppo; `kind`: qrm | orm | dpo | oracle; `model`: the
-    TokenScorer (qrm / orm) or DPORewardModel (dpo); `reward_cfg`: ReinforceConfig / PPOConfig."""
-    if kind not in ("qrm", "orm", "dpo", "oracle"):
+    """reward_fn for one arm. `algorithm`: reinforce | ppo; `kind`: qrm | orm | dpo | implicit | oracle;
+    `model`: the TokenScorer (qrm / orm) or DPORewardModel (dpo, implicit PRM: the same beta * log-ratio
+    token rewards); `reward_cfg`: ReinforceConfig / PPOConfig."""
+    if kind not in ("qrm", "orm", "dpo", "implicit", "oracle"):
         raise ValueError(f"make_reward_fn: unknown reward kind {kind!r}")
     baseline = getattr(reward_cfg, "baseline", "none")
     if baseline not in BASELINES:
         raise ValueError(f"reward baseline must be one of {', '.join(BASELINES)}, got {baseline!r}")
 
     def token_scores(ro: Rollout) -> torch.Tensor:
-        if kind == "dpo":
+        if kind in ("dpo", "implicit"):
             return model.token_rewards(
                 ro.input_ids, ro.attention_mask, ro.response_mask, dpo_beta, official_shift
             )
@@ -113,9 +114,9 @@ def make_reward_fn(
         if kind == "oracle":
             ok = [gsm8k_is_correct(t, answers(p)) for t, p in zip(ro.texts, ro.prompt_ids)]
             r = oracle_token_rewards(torch.tensor(ok, dtype=torch.float32), mask, sub_mean)
-        elif kind in ("qrm", "dpo") and algorithm == "reinforce":
+        elif kind in ("qrm", "dpo", "implicit") and algorithm == "reinforce":
             r = qrm_reinforce_rewards(token_scores(ro), mask, sub_mean, reward_cfg.eos_overwrite)
-        elif kind in ("qrm", "dpo"):
+        elif kind in ("qrm", "dpo", "implicit"):
             r = qrm_ppo_rewards(
                 token_scores(ro), mask, ro.logp_old, ro.logp_ref, reward_cfg.kl_coef, sub_mean
             )

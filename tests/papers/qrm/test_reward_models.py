@@ -16,6 +16,7 @@ from papers.qrm.reward_models import (
     pairwise_accuracy,
     response_token_scores,
     train_dpo_reward_model,
+    train_implicit_prm,
     train_reward_model,
     world_preference_pairs,
 )
@@ -160,3 +161,35 @@ def test_dpo_rm_alignment_official_shift_and_training(tok, pairs):
     t = int(resp[0].nonzero()[0])
     expected = 0.1 * (lp[0, t - 1, ids[0, t]] - ref[0, t - 1, ids[0, t]])
     assert float(right[0, t]) == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_implicit_prm_loss_matches_float64_and_learns(tok, pairs):
+    prm = DPORewardModel(tiny_lm(tok, seed=2))
+    rows = pairs[0][:64]
+    batch = pair_collate(tok.pad_token_id)(encode_pairs(tok, rows[:4], max_len=256))
+    ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    with torch.no_grad():
+        logp, ref = prm(ids, attn, resp, per_token=True)
+        summed = prm(ids, attn, resp)
+    assert torch.allclose(logp.sum(1), summed[0], atol=1e-5) and (logp[~resp] == 0).all()
+    before = snapshot(prm.policy)
+    cfg = RMTrainConfig(lr=1e-4, batch_size=8, max_steps=16, max_len=256, implicit_beta=1.0)
+    losses = train_implicit_prm(prm, tok, rows[:16], cfg, progress=False)  # 8 passes over 16 pairs
+    assert losses[0] == pytest.approx(0.6931, abs=1e-3)  # log-ratio 0 at the start: BCE = log 2
+    assert sum(losses[-4:]) / 4 < 0.62  # measured ~0.50
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in prm.policy.named_parameters())
+    # the trained loss on a fixed batch equals an independent float64 BCE of the summed log-ratios
+    with torch.no_grad():
+        lp = torch.log_softmax(prm.policy(input_ids=ids, attention_mask=attn).logits.double(), -1)
+        rf = torch.log_softmax(prm.reference(input_ids=ids, attention_mask=attn).logits.double(), -1)
+    tok_lp = lp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    tok_rf = rf[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    m = resp[:, 1:].double()
+    x = ((tok_lp - tok_rf) * m).sum(1)
+    y = torch.tensor([1.0] * 4 + [0.0] * 4, dtype=torch.float64)  # 4 chosen rows, then 4 rejected
+    expected = -(y * torch.nn.functional.logsigmoid(x) + (1 - y) * torch.nn.functional.logsigmoid(-x)).mean()
+    from papers.qrm.qrm import implicit_prm_loss
+
+    with torch.no_grad():
+        got = implicit_prm_loss(*prm(ids, attn, resp, per_token=True), resp, y.float())
+    assert float(got) == pytest.approx(float(expected), abs=1e-5)

@@ -99,7 +99,7 @@ def small_cfg(policy) -> tuple[QRMConfig, ScaledConfig]:
         ),
         eval=EvalConfig(max_tokens=8, pass_k=2, eval_every=1),
         seeds=(0,),
-        methods=("REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM"),
+        methods=("REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM", "REINFORCE+Implicit-PRM"),
         backend="hf",
     )
     sc = ScaledConfig(
@@ -173,7 +173,7 @@ def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):  # killed at the first RL run: pairs, RMs, SFT scores are cached
         reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
     assert not (tmp_path / "papers").exists()
-    for name in ("train_reward_model", "train_dpo_reward_model"):
+    for name in ("train_reward_model", "train_dpo_reward_model", "train_implicit_prm"):
         monkeypatch.setattr(scaled_stages, name, lambda *a, **k: pytest.fail("a finished stage ran again"))
     monkeypatch.setattr(
         scaled_stages.LazyGenerator, "generate", lambda *a: pytest.fail("pairs sampled again")
@@ -183,15 +183,16 @@ def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatc
     rows = (out / "reproduced.csv").read_text().splitlines()
     assert out == tmp_path / "papers" / "qrm" / "results" / "small"
     got = {tuple(r.split(",")[3:6]) for r in rows[1:]}
-    for method in ("SFT", "REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM"):
+    for method in ("SFT", "REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM", "REINFORCE+Implicit-PRM"):
         assert {(method, "GSM8K", "Pass@1"), (method, "GSM8K", "Pass@2")} <= got
     assert {
         ("Q-RM", "GSM8K pairs", "pairwise accuracy"),
         ("DPO-RM", "GSM8K pairs", "pairwise accuracy"),
+        ("Implicit-PRM", "GSM8K pairs", "pairwise accuracy"),
     } <= got
     assert (out / "curves_gsm8k.png").exists()
     curves = json.loads((out / "curves.json").read_text())["runs"]
-    assert [len(r["curve"]) for r in curves] == [2, 3, 3]  # before RL + every chunk
+    assert [len(r["curve"]) for r in curves] == [2, 3, 3, 2]  # before RL + every chunk
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["prefs"]["gsm8k"]["pairs"] > 0 and prov["sampling"]["generator"] == "HF"
     monkeypatch.setattr(scaled_stages, "run_rl", lambda *a, **k: pytest.fail("a finished RL run ran again"))
