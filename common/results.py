@@ -154,8 +154,21 @@ def _hardware() -> dict:
     return info
 
 
-def collect_provenance(**fields) -> dict:
-    """Commit (and whether the tree was dirty), versions, hardware, time and command, plus `fields`."""
+def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Paths changed against HEAD in `git status --porcelain` output, less documentation (*.md: never an
+    input of a run) and paths under an `ignore` prefix (a run's own results folder, written before its
+    provenance)."""
+    paths = []
+    for line in porcelain.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if path and not path.endswith(".md") and not path.startswith(ignore):
+            paths.append(path)
+    return paths
+
+
+def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
+    """Commit (and whether the tree was dirty, with the changed paths), versions, hardware, time and command,
+    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`)."""
     versions = {}
     for name in TRACKED_PACKAGES:
         try:
@@ -163,9 +176,11 @@ def collect_provenance(**fields) -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = dirty_paths(status, ignore) if status is not None else None
     return {
         "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
+        "dirty": bool(changed) if changed is not None else None,
+        "dirty_paths": changed[:20] if changed else [],
         "python": platform.python_version(),
         "versions": versions,
         "hardware": _hardware(),
@@ -200,6 +215,7 @@ def write_results(
     writer.writeheader()
     writer.writerows(clean)
     prov = collect_provenance(
+        ignore=(f"papers/{slug}/results/{scale}/",),
         paper=slug,
         scale=scale,
         seeds=list(seeds),

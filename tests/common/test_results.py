@@ -172,8 +172,7 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert "| yes |" in text and "Reproduced, toy scale" in text
     top = (root / "README.md").read_text()
     assert (
-        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy "
-        "| 1/1 hold, 2 without rows |" in top
+        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1/1 hold, 2 without rows |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
@@ -289,4 +288,23 @@ def test_cli_diff_and_bad_input():
     bad = run_cli("tables", "--scale", "huge")
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: unknown scale 'huge'; valid: toy, small, paper"
+    )
+
+
+def test_dirty_paths_ignore_docs_and_the_runs_own_results():
+    status = "\n".join(
+        [
+            " M common/rl.py",
+            " M papers/qrm/README.md",
+            " M papers/qrm/results/toy/curves.json",
+            "R  old.py -> papers/qrm/new.py",
+            "M  papers/mcckd/results/toy/reproduced.csv",
+        ]
+    )
+    got = results.dirty_paths(status, ignore=("papers/qrm/results/toy/",))
+    assert got == ["common/rl.py", "papers/qrm/new.py", "papers/mcckd/results/toy/reproduced.csv"]
+    assert results.dirty_paths("", ignore=("x/",)) == []
+    assert (
+        results.dirty_paths(" M README.md\n M papers/qrm/results/toy/a.png", ("papers/qrm/results/toy/",))
+        == []
     )
