@@ -160,7 +160,8 @@ def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
     provenance)."""
     paths = []
     for line in porcelain.splitlines():
-        path = line[3:].split(" -> ")[-1].strip('"')
+        parts = line.split(maxsplit=1)  # "XY path" (the first line may come stripped of its leading blank)
+        path = parts[1].split(" -> ")[-1].strip('"') if len(parts) == 2 else ""
         if path and not path.endswith(".md") and not path.startswith(ignore):
             paths.append(path)
     return paths

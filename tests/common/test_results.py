@@ -304,6 +304,10 @@ def test_dirty_paths_ignore_docs_and_the_runs_own_results():
     got = results.dirty_paths(status, ignore=("papers/qrm/results/toy/",))
     assert got == ["common/rl.py", "papers/qrm/new.py", "papers/mcckd/results/toy/reproduced.csv"]
     assert results.dirty_paths("", ignore=("x/",)) == []
+    assert results.dirty_paths("M common/rl.py\n M common/x.py") == [
+        "common/rl.py",
+        "common/x.py",
+    ]  # stripped
     assert (
         results.dirty_paths(" M README.md\n M papers/qrm/results/toy/a.png", ("papers/qrm/results/toy/",))
         == []
