@@ -21,18 +21,18 @@ from pathlib import Path
 import torch
 
 from common.generation import SamplingParams, make_generator, save_for_vllm, vllm_available
-from papers.mcckd.distill import greedy_texts
-from papers.mcckd.rationales import extract_choice_flexible, extract_choice_strict, is_correct
+from papers.mcckd.distill import accuracy, greedy_texts
+from papers.mcckd.rationales import extract_choice_flexible, extract_choice_strict
 
 
 def score(texts: Sequence[str], labels: Sequence[str], kind: str) -> dict[str, float]:
     """Accuracy with the strict (release) and flexible (HEAD) extractors; letters for CSQA."""
-    n = max(len(labels), 1)
     if kind == "letter":
+        n = max(len(labels), 1)
         strict = sum(extract_choice_strict(t) == y for t, y in zip(texts, labels))
         flexible = sum(extract_choice_flexible(t) == y.lower() for t, y in zip(texts, labels))
         return {"strict": strict / n, "flexible": flexible / n}
-    return {m: sum(is_correct(t, y, m) for t, y in zip(texts, labels)) / n for m in ("strict", "flexible")}
+    return accuracy(texts, labels)
 
 
 def in_child(fn, *args) -> None:
