@@ -332,6 +332,23 @@ class DPORewardModel(nn.Module):
         return dpo_token_rewards(logp, ref, response_mask, beta)
 
 
+def log_ratio_margins(
+    model: DPORewardModel, tokenizer, pairs: list[dict], batch_size: int = 16, **encode
+) -> list[float]:
+    """Per pair, the summed log-ratio log pi - log pi_ref (DPO's implicit reward; for the implicit PRM its
+    outcome logit / beta) of the chosen response minus the rejected one; `encode`: `encode_pairs` options."""
+    rows, collate = encode_pairs(tokenizer, pairs, **encode), pair_collate(tokenizer.pad_token_id)
+    device, margins = next(model.parameters()).device, []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[start : start + batch_size]).items()}
+            logp, ref = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            chosen, rejected = _split(logp - ref)
+            margins.extend((chosen - rejected).tolist())
+    return margins
+
+
 def train_dpo_reward_model(
     dpo_rm: DPORewardModel, tokenizer, pairs: list[dict], cfg: RMTrainConfig, progress=True
 ) -> list[float]:

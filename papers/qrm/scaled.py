@@ -60,7 +60,7 @@ from papers.qrm.scaled_stages import (
     rl_stage,
     rm_stage,
     score_test_set,
-    settings_hash,
+    stage_hash,
 )
 
 TABLE = "math_main (table number UNCONFIRMED; source: paper notes)"  # published.csv's table name
@@ -156,7 +156,7 @@ def reproduce_scaled(
             "test": load_questions(test_name, "test", data_dir)[: sc.test_problems],
             "grade": grader(test_name, sc.prefs.gsm8k_mode),
         }
-        pkey = settings_hash(
+        pkey = stage_hash(
             {
                 "task": task,
                 "policy": cfg.policy,
@@ -180,7 +180,7 @@ def reproduce_scaled(
             models[kind], info, dirs[kind] = rm_stage(task, kind, cfg, sc, tok, pairs, heldout, work, force)
             rms.append(info)
         if main:
-            skey = settings_hash(
+            skey = stage_hash(
                 {"policy": cfg.policy, "eval": asdict(cfg.eval), "sc": asdict(sc), "task": task, "v": VERSION}
             )
 
@@ -188,7 +188,7 @@ def reproduce_scaled(
                 policy = load_causal_lm(cfg.policy, dtype=torch.float32, device=str(default_device()))
                 return score_test_set(policy, tok, sampler, data["test"], data["grade"], cfg, cfg.eval.pass_k)
 
-            sft[task] = cached_json(work / f"sft-{task}-{skey}.json", force, sft_scores)
+            sft[task] = cached_json(work / f"sft-{task}-{skey}.json", force, sft_scores, write=main)
             for seed in cfg.seeds:
                 for method in methods:
                     kind = ALL_METHODS[method][1]

@@ -17,7 +17,6 @@ its settings; only the main process writes (`accelerate launch`: see `scaled.py`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -33,30 +32,23 @@ from common.models import load_causal_lm
 from common.rl_loop import VLLMPolicyEngine, evaluate_pass_at_k, run_rl
 from papers.qrm.config import QRMConfig
 from papers.qrm.pairwise import evaluate as pairwise_evaluate
-from papers.qrm.pipeline import rl_config
+from papers.qrm.pipeline import METHODS, SCALED_ONLY_METHODS, rl_config
 from papers.qrm.prefs import PrefsConfig, format_prompt
 from papers.qrm.reward_models import (
     DPORewardModel,
     RMTrainConfig,
     TokenScorer,
-    encode_pairs,
-    pair_collate,
+    log_ratio_margins,
     train_dpo_reward_model,
     train_implicit_prm,
     train_reward_model,
 )
 from papers.qrm.toy_rewards import make_reward_fn as toy_make_reward_fn
+from papers.qrm.toy_rms import cached_json, stage_hash
 
 VERSION = 1  # bump to invalidate every cached stage of the scaled run
-ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model)
-    "REINFORCE+Q-RM": ("reinforce", "qrm"),
-    "REINFORCE+ORM": ("reinforce", "orm"),
-    "PPO+Q-RM": ("ppo", "qrm"),
-    "PPO+ORM": ("ppo", "orm"),
-    "REINFORCE+DPO-RM": ("reinforce", "dpo"),
-    "PPO+DPO-RM": ("ppo", "dpo"),
-    "REINFORCE+Implicit-PRM": ("reinforce", "implicit"),  # not in the presets' methods (no published row)
-    "PPO+Implicit-PRM": ("ppo", "implicit"),
+ALL_METHODS = {  # method name (published.csv) -> (algorithm, reward model): the toy's, less its oracle arm
+    m: arm for m, arm in (METHODS | SCALED_ONLY_METHODS).items() if arm[1] != "oracle"
 }
 LOG_RATIO_KINDS = ("dpo", "implicit")  # DPORewardModel: policy + frozen reference, beta * log-ratio rewards
 
@@ -81,23 +73,6 @@ SCALED = {
     "small": ScaledConfig(math_test="math500", prefs=PrefsConfig(max_tokens=512), rm_pairs=8000),
     "paper": ScaledConfig(),
 }
-
-
-def settings_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def cached_json(path: Path, force: bool, compute) -> dict:
-    """Read path (JSON) unless forced; else compute, write atomically (main process only), return."""
-    if path.exists() and not force:
-        return json.loads(path.read_text())
-    result = compute()
-    if main_process()[0]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=str))
-        tmp.replace(path)
-    return result
 
 
 class Pairs(list):
@@ -155,26 +130,6 @@ def check_tokenizers(policy_tok, rm_tok, policy: str, rm: str) -> None:
         raise ValueError(f"qrm: the RM backbone {rm} does not share the tokenizer of the policy {policy}")
 
 
-def dpo_margins(
-    dpo: DPORewardModel, tok, pairs: list[dict], max_len: int, batch_size: int = 8
-) -> list[float]:
-    """Per pair, DPO's implicit reward (summed log-ratio) of chosen minus rejected."""
-    rows, collate, out = (
-        encode_pairs(tok, pairs, max_len, chat_template=True),
-        pair_collate(tok.pad_token_id),
-        [],
-    )
-    device = next(dpo.parameters()).device
-    with torch.no_grad():
-        for s in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(rows[s : s + batch_size]).items()}
-            logp, ref = dpo(batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-            reward = logp - ref
-            half = len(reward) // 2
-            out.extend((reward[:half] - reward[half:]).tolist())
-    return out
-
-
 def _save_dpo(dpo: DPORewardModel, path: Path) -> None:
     trainable = {
         f"policy.{n}": p.detach().cpu().clone() for n, p in dpo.policy.named_parameters() if p.requires_grad
@@ -205,9 +160,7 @@ def rm_stage(
         "lr": lr,
         "dpo_beta": cfg.rm.dpo_beta,
     }
-    key = settings_hash(
-        settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION}
-    )
+    key = stage_hash(settings | {"pairs": pairs.key, "n": len(pairs), "heldout": len(heldout), "v": VERSION})
     out = work / f"rm-{task}-{kind}-{key}"
     main, barrier = main_process()
     if not (out / "info.json").exists() or force:
@@ -227,7 +180,7 @@ def rm_stage(
             model = DPORewardModel(load_causal_lm(rm.backbone, dtype=torch.float32), rm.lora_rank)
             fit = train_dpo_reward_model if kind == "dpo" else train_implicit_prm
             losses = fit(model, tok, pairs, train_cfg)
-            margins = dpo_margins(model, tok, heldout, rm.max_len)
+            margins = log_ratio_margins(model, tok, heldout, 8, max_len=rm.max_len, chat_template=True)
             accuracy = sum(m > 0 for m in margins) / len(margins)
         else:
             model = TokenScorer.from_backbone(rm.backbone, lora_rank=rm.lora_rank, seed=rm.seed)
@@ -312,7 +265,7 @@ def rl_stage(
     """One RL run (resumable by chunk) and its final test scores (cached)."""
     algorithm, kind = ALL_METHODS[method]
     rl_cfg = rl_config(method, cfg, seed, work / "tmp")
-    key = settings_hash(
+    key = stage_hash(
         {
             "task": task,
             "method": method,
@@ -368,7 +321,7 @@ def rl_stage(
             "wall_s": round(time.perf_counter() - start, 1),
         }
 
-    return cached_json(out / "result.json", force, compute)
+    return cached_json(out / "result.json", force, compute, write=main_process()[0])
 
 
 class LazyGenerator:

@@ -27,8 +27,7 @@ from papers.qrm.reward_models import (
     DPORewardModel,
     RMTrainConfig,
     TokenScorer,
-    encode_pairs,
-    pair_collate,
+    log_ratio_margins,
     pairwise_accuracy,
     train_dpo_reward_model,
     train_reward_model,
@@ -40,15 +39,17 @@ def stage_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cached_json(path: Path, force: bool, compute) -> dict:
-    """Read path (JSON) unless forced; else compute, write atomically, return."""
+def cached_json(path: Path, force: bool, compute, write: bool = True) -> dict:
+    """Read path (JSON) unless forced; else compute, write atomically (unless `write` is False: the other
+    processes of a multi-process run), return."""
     if path.exists() and not force:
         return json.loads(path.read_text())
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(path)
     return result
 
 
@@ -118,23 +119,6 @@ def _rm_info(kind: str, acc: float, losses: list[float], data: dict, start: floa
     }
 
 
-def dpo_pairwise_accuracy(
-    dpo: DPORewardModel, tok, pairs: list[dict], max_len: int, batch: int = 32
-) -> float:
-    """Fraction of pairs whose summed log-ratio log pi_dpo - log pi_ref (DPO's implicit reward) is higher
-    for the chosen response (ties count as wrong)."""
-    rows, collate, wins = encode_pairs(tok, pairs, max_len), pair_collate(tok.pad_token_id), 0
-    dpo.eval()
-    for start in range(0, len(rows), batch):
-        b = collate(rows[start : start + batch])
-        with torch.no_grad():
-            logp, ref = dpo(b["input_ids"], b["attention_mask"], b["response_mask"])
-        ratio = logp - ref
-        half = ratio.shape[0] // 2
-        wins += int((ratio[:half] > ratio[half:]).sum())
-    return wins / len(rows)
-
-
 def dpo_stage(cfg: QRMConfig, rm_path: Path, data: dict, work: Path, force: bool) -> tuple:
     """Train (or load) the DPO-RM: DPO (summed log-probs, beta rm.dpo_beta, lr rm.dpo_lr) of the RM backbone
     against its frozen copy on the same pairs as the Q-RM; return (DPORewardModel, info)."""
@@ -152,9 +136,8 @@ def dpo_stage(cfg: QRMConfig, rm_path: Path, data: dict, work: Path, force: bool
     losses = train_dpo_reward_model(
         dpo, tok, data["train_pairs"], _rm_train_cfg(rm, rm.dpo_lr), progress=True
     )
-    info = _rm_info(
-        "dpo", dpo_pairwise_accuracy(dpo, tok, data["val_pairs"], rm.max_len), losses, data, start
-    )
+    margins = log_ratio_margins(dpo, tok, data["val_pairs"], 32, max_len=rm.max_len)
+    info = _rm_info("dpo", sum(m > 0 for m in margins) / len(margins), losses, data, start)
     dpo.policy.save_pretrained(out / "policy")
     (out / "info.json").write_text(json.dumps(info, indent=1))
     return dpo.eval(), info
