@@ -86,8 +86,5 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert "### Claims at toy scale" in out and "| +0.100 | yes |" in out
     # qrm claims: REINFORCE (rows given) holds, PPO and the DPO-RM claim have no rows
-    assert (
-        "| built | toy | 1/1 hold, 2 without rows |"
-        in (tmp_path / "README.md").read_text()
-    )
+    assert "| built | toy | 1/1 hold, 2 without rows |" in (tmp_path / "README.md").read_text()
     assert "Reproduced, toy scale" in (tmp_path / "papers" / "qrm" / "README.md").read_text()
