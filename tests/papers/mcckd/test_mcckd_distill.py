@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
 
 from common.models import add_lora, build_tiny_causal_lm
 from common.synthetic.tokenizer import world_tokenizer
@@ -107,20 +106,8 @@ def test_mcckd_learns_and_selects_the_best_dev_checkpoint(tok, questions, tmp_pa
     assert answer_kl(model, items[:8], tok.pad_token_id) < kl0  # answers agree more across rationales
 
 
-def test_t5_encoder_decoder_path(tok, questions):
-    config = T5Config(
-        vocab_size=len(tok),
-        d_model=32,
-        d_kv=16,
-        d_ff=64,
-        num_layers=1,
-        num_heads=2,
-        decoder_start_token_id=tok.pad_token_id,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config)
+def test_t5_encoder_decoder_path(tok, questions, tiny_t5):
+    model = tiny_t5(tok)
     seq2seq = [[to_seq2seq(ex) for ex in q] for q in questions]
     ex, orig = seq2seq[0][0], questions[0][0]
     s, e = ex["span"]

@@ -222,24 +222,10 @@ def test_teacher_answer_sentence_becomes_the_one_common_sentence():
     ]
 
 
-def test_flan_t5_style_student_trains_and_is_scored(tmp_path, monkeypatch):
-    from transformers import T5Config, T5ForConditionalGeneration
-
+def test_flan_t5_style_student_trains_and_is_scored(tmp_path, monkeypatch, tiny_t5):
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     tok = load_tokenizer(smollm2_dir())
-    config = T5Config(
-        vocab_size=len(tok),
-        d_model=32,
-        d_kv=16,
-        d_ff=64,
-        num_layers=1,
-        num_heads=2,
-        decoder_start_token_id=tok.pad_token_id,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    tiny_t5(tok).save_pretrained(tmp_path / "t5")
     tok.save_pretrained(tmp_path / "t5")
     cfg = small_cfg(tmp_path / "t5")
     sc = replace(SC, limit_train=4, limit_dev=2, limit_test=2, eval_sets=("svamp",))
