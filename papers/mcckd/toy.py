@@ -253,7 +253,7 @@ def run_toy(cfg: McckdConfig, force: bool = False) -> dict:
 
     With `cfg.toy.workers` > 1 the two base models train and the arms run in that many spawned processes
     of `cfg.toy.torch_threads` threads each (2 x 1 on a 2-core machine: about half the wall time of one
-    process; the same numbers, tests/papers/mcckd/test_mcckd_pipeline.py).
+    process; reproduced.csv byte-identical to the sequential run's, README "How to run").
     """
     workers = cfg.toy.workers
     pool = None
