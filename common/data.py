@@ -40,39 +40,39 @@ class DataUnavailableError(DataError):
     """The hub cannot be reached (or has no copy of the split) and no local mirror was given."""
 
 
-class _FieldError(Exception):
+class FieldError(Exception):
     def __init__(self, name: str, problem: str):
         super().__init__(f"field {name!r} {problem}")
 
 
-def _get(record: dict, path: str, kind: type | tuple[type, ...] = str, optional: bool = False):
+def get_field(record: dict, path: str, kind: type | tuple[type, ...] = str, optional: bool = False):
     """The value at a dotted path ("reward_model.ground_truth"), checked against `kind`."""
     value = record
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
             if optional:
                 return None
-            raise _FieldError(path, "missing")
+            raise FieldError(path, "missing")
         value = value[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise _FieldError(path, f"should be {names}, got {type(value).__name__} {str(value)[:40]!r}")
+        raise FieldError(path, f"should be {names}, got {type(value).__name__} {str(value)[:40]!r}")
     return value
 
 
-def _number(record: dict, path: str) -> str:
+def number_field(record: dict, path: str) -> str:
     """A numeric answer (a number, or a string such as "1,000") as its normalised string."""
-    value = _get(record, path, (str, int, float))
+    value = get_field(record, path, (str, int, float))
     answer = normalize_number(str(value))
     if answer is None:
-        raise _FieldError(path, f"is not a number: {str(value)[:40]!r}")
+        raise FieldError(path, f"is not a number: {str(value)[:40]!r}")
     return answer
 
 
-def _str_list(record: dict, path: str) -> list[str]:
-    items = _get(record, path, list)
+def str_list_field(record: dict, path: str) -> list[str]:
+    items = get_field(record, path, list)
     if not all(isinstance(item, str) for item in items):
-        raise _FieldError(path, "should be a list of strings")
+        raise FieldError(path, "should be a list of strings")
     return items
 
 
@@ -118,33 +118,33 @@ def read_records(path: Path) -> list[tuple[int, object]]:
 
 
 def _gsm8k(r: dict) -> dict:
-    solution = _get(r, "answer")
+    solution = get_field(r, "answer")
     answer = gsm8k_extract_strict(solution)
     if answer is None:
-        raise _FieldError("answer", "has no final '#### <number>'")
+        raise FieldError("answer", "has no final '#### <number>'")
     rationale = solution.rpartition("####")[0].strip()
-    return {"question": _get(r, "question"), "answer": answer, "rationale": rationale}
+    return {"question": get_field(r, "question"), "answer": answer, "rationale": rationale}
 
 
 def _math500(r: dict) -> dict:
     return {
-        "id": _get(r, "unique_id"),
-        "question": _get(r, "problem"),
-        "answer": _get(r, "answer"),
-        "solution": _get(r, "solution"),
-        "subject": _get(r, "subject"),
-        "level": _get(r, "level", int),
+        "id": get_field(r, "unique_id"),
+        "question": get_field(r, "problem"),
+        "answer": get_field(r, "answer"),
+        "solution": get_field(r, "solution"),
+        "subject": get_field(r, "subject"),
+        "level": get_field(r, "level", int),
     }
 
 
 def _svamp(r: dict) -> dict:
-    question = f"{_get(r, 'Body').strip()} {_get(r, 'Question').strip()}"
+    question = f"{get_field(r, 'Body').strip()} {get_field(r, 'Question').strip()}"
     return {
-        "id": _get(r, "ID"),
+        "id": get_field(r, "ID"),
         "question": question,
-        "answer": _number(r, "Answer"),
-        "equation": _get(r, "Equation"),
-        "type": _get(r, "Type"),
+        "answer": number_field(r, "Answer"),
+        "equation": get_field(r, "Equation"),
+        "type": get_field(r, "Type"),
     }
 
 
@@ -156,25 +156,25 @@ def _asdiv_answer(answer: str) -> str:
 
 def _asdiv(r: dict) -> dict:
     row = {
-        "question": f"{_get(r, 'body').strip()} {_get(r, 'question').strip()}",
-        "answer": _asdiv_answer(_get(r, "answer")),
-        "answer_with_unit": _get(r, "answer"),
-        "solution_type": _get(r, "solution_type"),
-        "formula": _get(r, "formula"),
+        "question": f"{get_field(r, 'body').strip()} {get_field(r, 'question').strip()}",
+        "answer": _asdiv_answer(get_field(r, "answer")),
+        "answer_with_unit": get_field(r, "answer"),
+        "solution_type": get_field(r, "solution_type"),
+        "formula": get_field(r, "formula"),
     }
-    ident = _get(r, "id", optional=True) or _get(r, "idx", int, optional=True)
+    ident = get_field(r, "id", optional=True) or get_field(r, "idx", int, optional=True)
     return row if ident is None else {"id": str(ident), **row}
 
 
 def _sst2(r: dict) -> dict:
-    label = _get(r, "label", (str, int))
+    label = get_field(r, "label", (str, int))
     if str(label) not in ("0", "1"):
-        raise _FieldError("label", f"should be 0 or 1, got {label!r}")
-    row = {"sentence": _get(r, "sentence").strip(), "label": int(label)}
-    return row if "idx" not in r else {"id": str(_get(r, "idx", int)), **row}
+        raise FieldError("label", f"should be 0 or 1, got {label!r}")
+    row = {"sentence": get_field(r, "sentence").strip(), "label": int(label)}
+    return row if "idx" not in r else {"id": str(get_field(r, "idx", int)), **row}
 
 
-def _instruction(answer: str = "number") -> Callable[[dict], dict]:
+def instruction_rows(answer: str = "number") -> Callable[[dict], dict]:
     """Converter for the papers' {instruction, label[, output][, category][, id]} files.
 
     `answer`: "number" (normalised), "letter" (A-E) or "text" (as is). A string `output` becomes
@@ -182,59 +182,47 @@ def _instruction(answer: str = "number") -> Callable[[dict], dict]:
     """
 
     def convert(r: dict) -> dict:
-        row = {"question": _get(r, "instruction")}
+        row = {"question": get_field(r, "instruction")}
         if answer == "number":
-            row["answer"] = _number(r, "label")
+            row["answer"] = number_field(r, "label")
         else:
-            row["answer"] = _get(r, "label")
+            row["answer"] = get_field(r, "label")
             if answer == "letter" and not re.fullmatch(r"[A-E]", row["answer"]):
-                raise _FieldError("label", f"should be one letter A-E, got {row['answer'][:20]!r}")
-        output = _get(r, "output", (str, list), optional=True)
+                raise FieldError("label", f"should be one letter A-E, got {row['answer'][:20]!r}")
+        output = get_field(r, "output", (str, list), optional=True)
         if isinstance(output, list):
-            row["rationales"] = _str_list(r, "output")
+            row["rationales"] = str_list_field(r, "output")
         elif output:
             row["rationale"] = output
         if "category" in r:
-            row["category"] = _get(r, "category")
+            row["category"] = get_field(r, "category")
         if "id" in r:
-            row["id"] = str(_get(r, "id", (int, str)))
+            row["id"] = str(get_field(r, "id", (int, str)))
         return row
 
     return convert
 
 
-def _pairwise(with_label: bool) -> Callable[[dict], dict]:
+def pairwise_rows(with_label: bool) -> Callable[[dict], dict]:
     def convert(r: dict) -> dict:
         row = {
-            "question": _get(r, "instruction"),
-            "chosen": _get(r, "chosen"),
-            "rejected": _get(r, "rejected"),
+            "question": get_field(r, "instruction"),
+            "chosen": get_field(r, "chosen"),
+            "rejected": get_field(r, "rejected"),
         }
-        return {**row, "answer": _get(r, "label")} if with_label else row
+        return {**row, "answer": get_field(r, "label")} if with_label else row
 
     return convert
 
 
 def _processbench(r: dict) -> dict:
     return {
-        "id": _get(r, "id"),
-        "question": _get(r, "problem"),
-        "steps": _str_list(r, "steps"),
-        "label": _get(r, "label", int),  # index of the first wrong step, -1 when all are right
-        "final_answer_correct": _get(r, "final_answer_correct", bool),
-        "generator": _get(r, "generator"),
-    }
-
-
-def _policy_eval(r: dict) -> dict:
-    prompt = _get(r, "prompt", list)
-    if not prompt or not isinstance(prompt[0], dict) or not isinstance(prompt[0].get("content"), str):
-        raise _FieldError("prompt", "should be a chat list whose first message has a string 'content'")
-    # No id: extra_info.index repeats within a source (e.g. aimo-amc), so rows keep their position.
-    return {
-        "question": prompt[0]["content"],
-        "answer": _get(r, "reward_model.ground_truth"),
-        "data_source": _get(r, "data_source"),
+        "id": get_field(r, "id"),
+        "question": get_field(r, "problem"),
+        "steps": str_list_field(r, "steps"),
+        "label": get_field(r, "label", int),  # index of the first wrong step, -1 when all are right
+        "final_answer_correct": get_field(r, "final_answer_correct", bool),
+        "generator": get_field(r, "generator"),
     }
 
 
@@ -243,72 +231,54 @@ def _policy_eval(r: dict) -> dict:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a dataset lives: `splits` maps our split name to (file in the mirror, hub split or None).
+    """A dataset declared as data: `splits` maps our split name to (file in the mirror, hub split or None).
 
     The hub copies named here have the same fields as the mirror files, so one converter serves both.
+    A paper declares its own sets in `papers/<slug>/data.py` (`DATASETS`) and passes the spec to
+    `load_rows`; the ones here serve several papers.
     """
 
+    name: str
     to_row: Callable[[dict], dict]
     splits: dict[str, tuple[str, str | None]]
     hub_id: str | None = None
     hub_config: str | None = None
 
 
-def _mirror_only(to_row: Callable[[dict], dict], **splits: str) -> DatasetSpec:
-    return DatasetSpec(to_row, {split: (path, None) for split, path in splits.items()})
+def mirror_only(name: str, to_row: Callable[[dict], dict], **splits: str) -> DatasetSpec:
+    """A dataset that exists only as files from a paper's repository (no hub copy): read from a mirror."""
+    return DatasetSpec(name, to_row, {split: (path, None) for split, path in splits.items()})
 
 
-_PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
+PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
 DATASETS: dict[str, DatasetSpec] = {
-    "gsm8k": DatasetSpec(
-        _gsm8k,
-        {"train": ("gsm8k/train.jsonl", "train"), "test": ("gsm8k/test.jsonl", "test")},
-        "openai/gsm8k",
-        "main",
-    ),
-    "math500": DatasetSpec(_math500, {"test": ("math500/test.jsonl", "test")}, "HuggingFaceH4/MATH-500"),
-    # All 1,000 SVAMP problems; the hub copy splits them 700/300, so "test" reads both.
-    "svamp": DatasetSpec(_svamp, {"test": ("svamp/SVAMP.json", "train+test")}, "ChilleD/SVAMP"),
-    # "test": the 2,215-problem version of common math-eval harnesses (mirror only); "full": all 2,305.
-    "asdiv": DatasetSpec(
-        _asdiv,
-        {"test": ("asdiv/test_2215.jsonl", None), "full": ("asdiv/ASDiv.xml", "validation")},
-        "EleutherAI/asdiv",
-    ),
-    "sst2": DatasetSpec(_sst2, {"validation": ("sst2/dev.tsv", "validation")}, "stanfordnlp/sst2"),
-    "processbench": DatasetSpec(
-        _processbench,
-        {s: (f"ipvrm/processbench/{s}.json", s) for s in _PROCESSBENCH_SPLITS},
-        "Qwen/ProcessBench",
-    ),
-    # Files from the papers' repositories (see each folder's SOURCE.md): mirror only.
-    "mcckd-gsm8k": _mirror_only(
-        _instruction("number"), dev="mcckd/GSM8K/dev.json", test="mcckd/GSM8K/test.json"
-    ),
-    "mcckd-svamp": _mirror_only(
-        _instruction("number"),
-        train="mcckd/SVAMP/train.json",
-        dev="mcckd/SVAMP/dev.json",
-        test="mcckd/SVAMP/test.json",
-    ),
-    "mcckd-asdiv": _mirror_only(
-        _instruction("number"), dev="mcckd/ASDiv/dev.json", test="mcckd/ASDiv/test.json"
-    ),
-    "mcckd-csqa": _mirror_only(
-        _instruction("letter"), dev="mcckd/CSQA/dev.json", test="mcckd/CSQA/test.json"
-    ),
-    "proxykd-agieval": _mirror_only(_instruction("letter"), test="proxykd/AGIEval/test.json"),
-    "proxykd-arc": _mirror_only(_instruction("letter"), test="proxykd/ARC/test.json"),
-    "proxykd-bbh": _mirror_only(_instruction("text"), test="proxykd/BBH/test.json"),
-    "proxykd-csqa": _mirror_only(_instruction("letter"), test="proxykd/CSQA/test.json"),
-    "proxykd-gsm8k": _mirror_only(_instruction("number"), test="proxykd/GSM8K/test.json"),
-    "qrm-gsm8k": _mirror_only(_instruction("number"), test="qrm/gsm8k/test/test.jsonl"),
-    "qrm-math": _mirror_only(
-        _instruction("text"), test="qrm/math/test/test.jsonl", train="qrm/math/train/ppo/results.jsonl"
-    ),
-    "qrm-gsm8k-pairwise": _mirror_only(_pairwise(False), test="qrm/gsm8k/test/pairwise/results.jsonl"),
-    "qrm-math-pairwise": _mirror_only(_pairwise(True), test="qrm/math/test/pairwise/results.jsonl"),
-    "ipvrm-policy-eval": _mirror_only(_policy_eval, validation="ipvrm/policy_eval/val.jsonl"),
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "gsm8k",
+            _gsm8k,
+            {"train": ("gsm8k/train.jsonl", "train"), "test": ("gsm8k/test.jsonl", "test")},
+            "openai/gsm8k",
+            "main",
+        ),
+        DatasetSpec("math500", _math500, {"test": ("math500/test.jsonl", "test")}, "HuggingFaceH4/MATH-500"),
+        # All 1,000 SVAMP problems; the hub copy splits them 700/300, so "test" reads both.
+        DatasetSpec("svamp", _svamp, {"test": ("svamp/SVAMP.json", "train+test")}, "ChilleD/SVAMP"),
+        # "test": the 2,215-problem version of common math-eval harnesses (mirror only); "full": all 2,305.
+        DatasetSpec(
+            "asdiv",
+            _asdiv,
+            {"test": ("asdiv/test_2215.jsonl", None), "full": ("asdiv/ASDiv.xml", "validation")},
+            "EleutherAI/asdiv",
+        ),
+        DatasetSpec("sst2", _sst2, {"validation": ("sst2/dev.tsv", "validation")}, "stanfordnlp/sst2"),
+        DatasetSpec(
+            "processbench",
+            _processbench,
+            {s: (f"ipvrm/processbench/{s}.json", s) for s in PROCESSBENCH_SPLITS},
+            "Qwen/ProcessBench",
+        ),
+    )
 }
 
 
@@ -316,14 +286,24 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
-def split_names(name: str) -> list[str]:
-    return sorted(_spec(name).splits)
+def split_names(dataset: str | DatasetSpec) -> list[str]:
+    return sorted(_spec(dataset).splits)
 
 
-def _spec(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
-    return DATASETS[name]
+def _spec(dataset: str | DatasetSpec) -> DatasetSpec:
+    if isinstance(dataset, DatasetSpec):
+        return dataset
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid: {', '.join(dataset_names())}")
+    return DATASETS[dataset]
+
+
+def shared_mirror() -> Path | None:
+    """`../shared/data` beside the checkout when it exists (where the mirror-only files live here)."""
+    from common.stages import repo_root
+
+    path = repo_root().parent / "shared" / "data"
+    return path if path.is_dir() else None
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
@@ -338,11 +318,11 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
     return root
 
 
-def _hub_records(name: str, split: str, spec: DatasetSpec) -> tuple[str, list[tuple[int, object]]]:
+def _hub_records(spec: DatasetSpec, split: str) -> tuple[str, list[tuple[int, object]]]:
     hub_split = spec.splits[split][1]
     if spec.hub_id is None or hub_split is None:
         raise DataUnavailableError(
-            f"dataset {name!r} split {split!r} has no Hugging Face hub copy; {_MIRROR_HINT} "
+            f"dataset {spec.name!r} split {split!r} has no Hugging Face hub copy; {_MIRROR_HINT} "
             f"holding {spec.splits[split][0]}"
         )
     import datasets
@@ -358,26 +338,30 @@ def _hub_records(name: str, split: str, spec: DatasetSpec) -> tuple[str, list[tu
     return source, list(enumerate(ds, start=1))
 
 
-def load_rows(name: str, split: str, data_dir: str | Path | None = None) -> list[dict]:
-    """Rows of one split of a named dataset, from the mirror (`data_dir` / $REPRO_DATA_DIR) or the hub."""
-    spec = _spec(name)
+def load_rows(dataset: str | DatasetSpec, split: str, data_dir: str | Path | None = None) -> list[dict]:
+    """Rows of one split of a dataset (a name here, or a paper's `DatasetSpec`), from the mirror
+    (`data_dir` / $REPRO_DATA_DIR) or the hub. A split with no hub copy and no mirror given is read
+    from `../shared/data` beside the checkout when that exists."""
+    spec = _spec(dataset)
     if split not in spec.splits:
         raise DataError(
-            f"unknown split {split!r} for dataset {name!r}; valid: {', '.join(split_names(name))}"
+            f"unknown split {split!r} for dataset {spec.name!r}; valid: {', '.join(split_names(spec))}"
         )
     root = resolve_data_dir(data_dir)
+    if root is None and spec.splits[split][1] is None:
+        root = shared_mirror()
     if root is not None:
         path = root / spec.splits[split][0]
         source, records = str(path), read_records(path)
     else:
-        source, records = _hub_records(name, split, spec)
+        source, records = _hub_records(spec, split)
     rows = []
     for index, (number, record) in enumerate(records):
         if not isinstance(record, dict):
             raise DataError(f"{source} row {number}: expected an object, got {type(record).__name__}")
         try:
             row = spec.to_row(record)
-        except _FieldError as e:
+        except FieldError as e:
             raise DataError(f"{source} row {number}: {e}") from None
-        rows.append({"id": row.pop("id", f"{name}-{split}-{index}"), **row})
+        rows.append({"id": row.pop("id", f"{spec.name}-{split}-{index}"), **row})
     return rows

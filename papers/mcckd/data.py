@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from common.data import instruction_rows, mirror_only
 from common.generation import SamplingParams
 from papers.mcckd.rationales import (
     ANSWER_SENTENCE,
@@ -28,6 +29,35 @@ from papers.mcckd.rationales import (
     correct_rationales,
     encode_example,
 )
+
+# The paper's files (official repository; SOURCE.md of ../shared/data/mcckd): mirror only.
+DATASETS = {
+    spec.name: spec
+    for spec in (
+        mirror_only(
+            "mcckd-gsm8k",
+            instruction_rows("number"),
+            dev="mcckd/GSM8K/dev.json",
+            test="mcckd/GSM8K/test.json",
+        ),
+        mirror_only(
+            "mcckd-svamp",
+            instruction_rows("number"),
+            train="mcckd/SVAMP/train.json",
+            dev="mcckd/SVAMP/dev.json",
+            test="mcckd/SVAMP/test.json",
+        ),
+        mirror_only(
+            "mcckd-asdiv",
+            instruction_rows("number"),
+            dev="mcckd/ASDiv/dev.json",
+            test="mcckd/ASDiv/test.json",
+        ),
+        mirror_only(
+            "mcckd-csqa", instruction_rows("letter"), dev="mcckd/CSQA/dev.json", test="mcckd/CSQA/test.json"
+        ),
+    )
+}
 
 
 def sample_rationales(

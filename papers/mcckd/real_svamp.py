@@ -24,7 +24,7 @@ from common.data import load_rows
 from common.models import add_lora, load_causal_lm, load_tokenizer, smollm2_dir
 from common.results import ROOT
 from common.train import TrainConfig
-from papers.mcckd.data import build_records, encode_records, svamp_prompt
+from papers.mcckd.data import DATASETS, build_records, encode_records, svamp_prompt
 from papers.mcckd.distill import (
     accuracy,
     ce_loss_fn,
@@ -45,11 +45,11 @@ def truncate(example: dict, max_len: int) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     tok = load_tokenizer(smollm2_dir())
-    records, stats = build_records(load_rows("mcckd-svamp", "train", args.data_dir), k=args.k)
+    records, stats = build_records(load_rows(DATASETS["mcckd-svamp"], "train", args.data_dir), k=args.k)
     questions = encode_records(tok, records, svamp_prompt, args.answer_span)
     questions = [[truncate(ex, args.max_seq_len) for ex in q] for q in questions]
-    dev = load_rows("mcckd-svamp", "dev", args.data_dir)[: args.limit_dev]
-    test = load_rows("mcckd-svamp", "test", args.data_dir)[: args.limit_test]
+    dev = load_rows(DATASETS["mcckd-svamp"], "dev", args.data_dir)[: args.limit_dev]
+    test = load_rows(DATASETS["mcckd-svamp"], "test", args.data_dir)[: args.limit_test]
     results = {"data_stats": stats, "args": vars(args), "arms": []}
     for method in ["CoT-KD", "MCC-KD"] if args.method == "both" else [args.method]:
         torch.manual_seed(args.seed)

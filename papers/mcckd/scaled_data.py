@@ -28,6 +28,7 @@ from common.results import ROOT
 from common.scoring import normalize_number
 from papers.mcckd.config import FilterConfig, TeacherConfig
 from papers.mcckd.data import (
+    DATASETS,
     build_records,
     cached_samples,
     filter_stats,
@@ -127,7 +128,7 @@ def train_questions(
     if name == "gsm8k":
         rows = [{k: r[k] for k in ("id", "question", "answer")} for r in load_rows("gsm8k", "train", root)]
     elif name == "svamp":
-        rows = load_rows("mcckd-svamp", "train", root)
+        rows = load_rows(DATASETS["mcckd-svamp"], "train", root)
     else:
         rows = _local_train(name, root)
     if not released:
@@ -137,7 +138,7 @@ def train_questions(
 
 def eval_rows(name: str, split: str, data_dir: str | Path | None, limit: int | None = None) -> list[dict]:
     """The released dev/test split of one set (GSM8K 660/659, ASDiv 313/314, SVAMP 150/150, CSQA 1,221/1,221)."""
-    return load_rows(f"mcckd-{name}", split, mirror_root(data_dir))[:limit]
+    return load_rows(DATASETS[f"mcckd-{name}"], split, mirror_root(data_dir))[:limit]
 
 
 def teacher_prompt(question: str, kind: str, template: str = TEACHER_PROMPT) -> str:

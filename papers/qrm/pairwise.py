@@ -25,6 +25,7 @@ import torch
 from common.data import DATA_DIR_ENV, DataError, load_rows, resolve_data_dir
 from common.models import ModelNotFoundError, load_tokenizer
 from common.results import collect_provenance
+from papers.qrm.data import DATASETS as QRM_DATASETS
 from papers.qrm.reward_models import REDUCES, SCORER_FILE, TokenScorer, pairwise_margins
 
 DATASETS = {"gsm8k": "qrm-gsm8k-pairwise", "math": "qrm-math-pairwise"}
@@ -34,7 +35,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 def load_pairs(dataset: str, data_dir: str | Path | None = None, limit: int | None = None) -> list[dict]:
     """{prompt, chosen, rejected} rows of one held-out pair file (the first `limit` of them)."""
-    rows = load_rows(DATASETS[dataset], "test", data_dir)
+    rows = load_rows(QRM_DATASETS[DATASETS[dataset]], "test", data_dir)
     pairs = [{"prompt": r["question"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     return pairs[:limit] if limit is not None else pairs
 

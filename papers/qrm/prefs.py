@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from common.data import DataError, load_rows
 from common.generation import Generator, SamplingParams
 from common.scoring import gsm8k_is_correct, math_is_correct
+from papers.qrm.data import DATASETS as QRM_DATASETS
 
 TASKS = ("gsm8k", "math")
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -76,7 +77,8 @@ def load_questions(task: str, split: str, data_dir: str | Path | None = None) ->
     if (task, split) not in names:
         valid = ", ".join(f"{t}/{s}" for t, s in names)
         raise ValueError(f"unknown dataset {task}/{split}; valid: {valid}")
-    rows = load_rows(*names[(task, split)], data_root(data_dir))
+    name, part = names[(task, split)]
+    rows = load_rows(QRM_DATASETS.get(name, name), part, data_root(data_dir))
     seen, out = set(), []
     for r in rows:
         if r["question"] not in seen:

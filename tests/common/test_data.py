@@ -13,6 +13,10 @@ import pytest
 
 from common import data
 from common.scoring import normalize_number
+from papers.ipvrm.data import DATASETS as IPVRM
+from papers.mcckd.data import DATASETS as MCCKD
+from papers.proxykd.data import DATASETS as PROXYKD
+from papers.qrm.data import DATASETS as QRM
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data"
@@ -31,16 +35,24 @@ COUNTS = {
     ("qrm-gsm8k-pairwise", "test"): 787, ("qrm-math-pairwise", "test"): 2291,
     ("ipvrm-policy-eval", "validation"): 1620,
 }  # fmt: skip
+# common's sets and each paper's own declarations (papers/<slug>/data.py)
+REGISTRY = {**data.DATASETS, **IPVRM, **MCCKD, **PROXYKD, **QRM}
 NUMERIC = {"gsm8k", "svamp", "mcckd-gsm8k", "mcckd-svamp", "mcckd-asdiv", "proxykd-gsm8k", "qrm-gsm8k"}
 
 
+def load(name: str, split: str, data_dir=None) -> list[dict]:
+    return data.load_rows(REGISTRY[name], split, data_dir)
+
+
 def test_registry_and_counts_cover_each_other():
-    assert {(n, s) for n in data.dataset_names() for s in data.split_names(n)} == set(COUNTS)
+    assert {(n, s) for n in REGISTRY for s in data.split_names(REGISTRY[n])} == set(COUNTS)
+    assert len(REGISTRY) == len(data.DATASETS) + len(IPVRM) + len(MCCKD) + len(PROXYKD) + len(QRM)
+    assert set(data.DATASETS) == {"gsm8k", "math500", "svamp", "asdiv", "sst2", "processbench"}
 
 
 @pytest.mark.parametrize("name, split", sorted(COUNTS))
 def test_every_split_loads_from_the_mirror_with_the_row_schema(name, split):
-    rows = data.load_rows(name, split, data_dir=DATA)
+    rows = load(name, split, data_dir=DATA)
     assert len(rows) == COUNTS[name, split]
     ids = [row["id"] for row in rows]
     assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == len(ids)
@@ -78,13 +90,13 @@ def test_contents_of_the_other_datasets():
     assert Counter(r["label"] for r in data.load_rows("sst2", "validation", DATA)) == {1: 444, 0: 428}
     bench = data.load_rows("processbench", "gsm8k", DATA)
     assert sum(r["label"] == -1 for r in bench) == 193 and all(r["steps"] for r in bench)
-    rationales = data.load_rows("mcckd-svamp", "train", DATA)
+    rationales = load("mcckd-svamp", "train", DATA)
     assert all(len(r["rationales"]) == 10 for r in rationales)
-    assert "rationale" not in data.load_rows("mcckd-svamp", "test", DATA)[0]  # empty output
-    assert Counter(r["data_source"] for r in data.load_rows("ipvrm-policy-eval", "validation", DATA)) == {
+    assert "rationale" not in load("mcckd-svamp", "test", DATA)[0]  # empty output
+    assert Counter(r["data_source"] for r in load("ipvrm-policy-eval", "validation", DATA)) == {
         "olympiad-bench": 675, "math-500": 500, "minerva-math": 272, "aimo-aime2024": 90, "aimo-amc": 83
     }  # fmt: skip
-    assert set(r["answer"] for r in data.load_rows("mcckd-csqa", "dev", DATA)) == set("ABCDE")
+    assert set(r["answer"] for r in load("mcckd-csqa", "dev", DATA)) == set("ABCDE")
 
 
 # --- bad input -----------------------------------------------------------------------------------------
@@ -156,7 +168,7 @@ def test_bad_rows_of_other_layouts(tmp_path, name, split, relpath, record, messa
         content = _jsonl(record) if relpath.endswith(".jsonl") else json.dumps(record)
     root = _mirror(tmp_path, relpath, content)
     with pytest.raises(data.DataError) as err:
-        data.load_rows(name, split, data_dir=root)
+        load(name, split, data_dir=root)
     assert str(err.value).startswith(str(root / relpath) + ("" if message.startswith(":") else " ") + message)
 
 
@@ -170,7 +182,7 @@ def test_unknown_dataset_and_split_list_the_valid_ones():
         data.load_rows("gsm9k", "test", DATA)
     assert str(err.value).startswith(
         "unknown dataset 'gsm9k'; valid: "
-    ) and "gsm8k, ipvrm-policy-eval" in str(err.value)
+    ) and "gsm8k, math500, processbench" in str(err.value)
     with pytest.raises(
         data.DataError, match=r"^unknown split 'dev' for dataset 'gsm8k'; valid: test, train$"
     ):
@@ -232,13 +244,20 @@ def test_hub_rows_go_through_the_same_field_mapping(monkeypatch):
         data.load_rows("gsm8k", "test")
 
 
+def test_mirror_only_split_reads_shared_data_beside_the_checkout(monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    assert data.shared_mirror() == (REPO.parent / "shared" / "data")
+    assert len(load("qrm-math", "test")) == COUNTS["qrm-math", "test"]
+
+
 def test_mirror_only_split_without_a_mirror_says_so(monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data, "shared_mirror", lambda: None)
     with pytest.raises(
         data.DataUnavailableError,
         match="'qrm-math' split 'test' has no Hugging Face hub copy; pass --data-dir",
     ):
-        data.load_rows("qrm-math", "test")
+        load("qrm-math", "test")
     with pytest.raises(data.DataUnavailableError, match="'asdiv' split 'test' has no Hugging Face hub copy"):
         data.load_rows("asdiv", "test")
 

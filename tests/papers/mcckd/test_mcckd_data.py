@@ -7,7 +7,7 @@ import pytest
 
 from common.data import load_rows
 from common.models import load_tokenizer, smollm2_dir
-from papers.mcckd.data import build_records, cached_samples, encode_records, svamp_prompt
+from papers.mcckd.data import DATASETS, build_records, cached_samples, encode_records, svamp_prompt
 from papers.mcckd.rationales import (
     TooFewRationales,
     build_record,
@@ -68,7 +68,7 @@ def test_normalise_and_too_few():
 
 @pytest.fixture(scope="module")
 def svamp():
-    return load_rows("mcckd-svamp", "train", SHARED)
+    return load_rows(DATASETS["mcckd-svamp"], "train", SHARED)
 
 
 def test_filters_on_real_svamp(svamp):
