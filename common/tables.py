@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,19 +30,18 @@ from common.results import (
     SCALES,
     ClaimResult,
     ResultsError,
+    aggregate,
     block_names,
+    check_units,
     compare_numbers,
     evaluate_claims,
     load_claims,
     load_published,
     load_reproduced,
     paper_dir,
-    split_seed,
 )
 
 KEY_COLUMNS = RESULT_COLUMNS[:-1]
-# Metrics reported as a percentage in papers (the units check reads their names).
-_PERCENT_METRIC = re.compile(r"pass@\d+|accuracy|\bacc\b|exact match|\bem\b|\bf1\b|win rate|score")
 
 
 def _decimals(*xs: float | None) -> int:
@@ -80,49 +78,6 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Group rows on every column but `value`, with a trailing ` seed <int>` cut from `setting`; each
-    group (in order of first appearance) gets `mean`, `sd` (sample, ddof 1; None for one row), `n`."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        key = tuple(split_seed(r[c])[0] if c == "setting" else r[c] for c in KEY_COLUMNS)
-        groups.setdefault(key, []).append(float(r["value"]))
-    out = []
-    for key, values in groups.items():
-        n = len(values)
-        mean = math.fsum(values) / n
-        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-        out.append({**dict(zip(KEY_COLUMNS, key)), "mean": mean, "sd": sd, "n": n})
-    return out
-
-
-def check_units(slug: str, scale: str, root: Path | None = None) -> None:
-    """Raise when a percentage-like reproduced metric (pass@k, accuracy, F1, ...) is a fraction (every
-    value <= 1) while its published twin (a published metric naming the same measure) is in points
-    (a value > 1.5): the rows must be in published.csv's units."""
-    published = load_published(slug, root)
-    problems = []
-    by_metric: dict[str, list[float]] = {}
-    for r in load_reproduced(slug, scale, root) or []:
-        by_metric.setdefault(r["metric"], []).append(float(r["value"]))
-    for metric, values in by_metric.items():
-        measure = _PERCENT_METRIC.search(metric.lower())
-        if measure is None or max(abs(v) for v in values) > 1:
-            continue
-        twins = [r for r in published if measure.group(0) in r["metric"].lower()]
-        points = [r for r in twins if float(r["value"]) > 1.5]
-        if points:
-            problems.append(
-                f"metric {metric!r} is a fraction (every value <= 1) while published.csv has "
-                f"{points[0]['metric']!r} in points (e.g. {points[0]['value']})"
-            )
-    if problems:
-        raise ResultsError(
-            f"papers/{slug}/results/{scale}/reproduced.csv: {'; '.join(problems)}; "
-            "write rows in published.csv's units (x100)"
-        )
 
 
 def _results_table(slug: str, scale: str, root: Path | None) -> list[str]:
@@ -188,14 +143,8 @@ def _claims_table(slug: str, scale: str, root: Path | None) -> list[str]:
         ]
         for c in evaluate_claims(slug, scale, root)
     ]
-    header = [
-        "claim",
-        "direction",
-        "published delta",
-        f"reproduced delta ({scale})",
-        "95% interval",
-        "verdict",
-    ]
+    header = ["claim", "direction", "published delta", f"reproduced delta ({scale})", "95% interval"]
+    header.append("verdict")
     return [
         f"### Claims at {scale} scale",
         "",
@@ -362,10 +311,11 @@ _SEED_STYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)
 
 
 def _runs(curves: Run | Sequence[Run]) -> list[list[tuple[float, float]]]:
-    """One run (a list of (x, y)) or several (one per seed) -> a list of runs."""
+    """One run (a list of (x, y)) or several (one per seed) -> a list of runs; JSON lists work too."""
     curves = list(curves)
-    if curves and isinstance(curves[0], Sequence) and curves[0] and isinstance(curves[0][0], Sequence):
-        return [list(run) for run in curves]
+    first = next((c for c in curves if len(c)), None)
+    if first is not None and isinstance(first[0], Sequence):  # its items are runs, not points
+        return [[tuple(point) for point in run] for run in curves]
     return [[tuple(point) for point in curves]]
 
 
@@ -473,10 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     diff.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
     diff.add_argument("--scale", default="toy", help=f"one of: {', '.join(SCALES)} (default toy)")
     diff.add_argument(
-        "--tolerance",
-        type=float,
-        default=1.0,
-        help="absolute tolerance for small/paper numbers (default 1.0)",
+        "--tolerance", type=float, default=1.0, help="absolute, small/paper scale (default 1.0)"
     )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["tables"])
     try:

@@ -379,31 +379,3 @@ def test_cli_diff_and_bad_input():
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: unknown scale 'huge'; valid: toy, small, paper"
     )
-
-
-def test_dirty_paths_ignore_docs_and_the_runs_own_results():
-    status = "\n".join(
-        [
-            " M common/rl.py",
-            " M papers/qrm/README.md",
-            " M papers/qrm/results/toy/curves.json",
-            "R  old.py -> papers/qrm/new.py",
-            "M  papers/mcckd/results/toy/reproduced.csv",  # another paper's earlier run: not an input
-            " M papers/mcckd/results_notes.py",
-            " M papers/qrm/configs/x.yaml",
-        ]
-    )
-    got = results.dirty_paths(status)
-    assert got == [
-        "common/rl.py",
-        "papers/qrm/new.py",
-        "papers/mcckd/results_notes.py",
-        "papers/qrm/configs/x.yaml",
-    ]
-    assert results.dirty_paths(status, ignore=("papers/qrm/configs/",))[-1] == "papers/mcckd/results_notes.py"
-    assert results.dirty_paths("", ignore=("x/",)) == []
-    assert results.dirty_paths("M common/rl.py\n M common/x.py") == [
-        "common/rl.py",
-        "common/x.py",
-    ]  # stripped
-    assert results.dirty_paths(" M README.md\n M papers/qrm/results/toy/a.png\n M papers/lco/NOTES.md") == []

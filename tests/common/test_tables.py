@@ -158,6 +158,8 @@ def test_plot_curves_band_and_the_old_single_run_format(tmp_path):
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B", "min-max over 2 seeds"]
     assert tuple(ax.get_lines()[0].get_ydata()) == (2.0, 3.0)  # the mean over seeds at each x
+    assert tables._runs([[0, 1.0], [1, 2.0]]) == [[(0, 1.0), (1, 2.0)]]  # one run read back from JSON
+    assert tables._runs([[], [[0, 1.0]]]) == [[], [(0, 1.0)]]  # two seeds, the first without points
     old = tables.plot_curves(
         {"a": [(0, 1), (1, 2)], "b": [(0, 2), (1, 1)]}, tmp_path / "p.png", "t", "x", "y"
     )
