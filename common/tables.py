@@ -1,28 +1,38 @@
-"""Render published | reproduced | delta | claim holds into the READMEs, and a plot helper.
+"""The README blocks, generated from published.csv, claims.yaml and results/, and the plot helper.
 
-    python -m common.results tables [--paper qrm] [--scale toy]   # rewrite the generated README blocks
-    python -m common.results diff qrm [--scale small] [--tolerance 1.0]   # print one paper's comparison
+    python -m common.tables tables [--paper qrm] [--scale toy]   # rewrite the generated README blocks
+    python -m common.tables diff qrm [--scale small] [--tolerance 1.0]   # print one paper's comparison
 
-(`python -m common.tables ...` is the same command; `make tables` runs it.) Only the text between the
+(`python -m common.results ...` is the same command; `make tables` runs it.) Only the text between the
 marker comments is rewritten; everything else in a README is left alone.
+
+A paper's block, per scale with results: the aggregate table (one row per method x benchmark x metric
+and setting: mean +- sd over the seeds, n, and the published value where a row has a published twin;
+the per-seed rows stay in reproduced.csv), then the claims with their paired delta +- the half-width
+of its 95 % interval, n and the verdict (common/results.py), then the published headline rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from common.results import (
     PAPER_BLOCK,
     PAPERS,
     PAPERS_TABLE,
+    RESULT_COLUMNS,
     ROOT,
     SCALES,
     ClaimResult,
     ResultsError,
+    aggregate,
     block_names,
+    check_units,
     compare_numbers,
     evaluate_claims,
     load_claims,
@@ -31,11 +41,37 @@ from common.results import (
     paper_dir,
 )
 
+KEY_COLUMNS = RESULT_COLUMNS[:-1]
 
-def _fmt(x: float | None) -> str:
-    if x is None:
+
+def _decimals(*xs: float | None) -> int:
+    """Two decimals from 1 up; below, three significant digits of the largest (a KL of 0.0231 stays visible)."""
+    top = max((abs(x) for x in xs if x is not None), default=0.0)
+    return 2 if top >= 1 or top == 0 else 2 - math.floor(math.log10(top))
+
+
+def _fmt(x: float | None, decimals: int | None = None) -> str:
+    """A signed delta, e.g. +4.70, -0.0231; "-" for None."""
+    return "-" if x is None else f"{x:+.{_decimals(x) if decimals is None else decimals}f}"
+
+
+def _pm(mean: float, spread: float | None, signed: bool = False) -> str:
+    """`mean ± spread` at one precision, e.g. 34.33 ± 4.36, +0.46 ± 1.33, 0.0416 ± 0.0099."""
+    d = _decimals(mean, spread)
+    text = f"{mean:+.{d}f}" if signed else f"{mean:.{d}f}"
+    return text + (f" ± {spread:.{d}f}" if spread is not None else "")
+
+
+def format_duration(seconds: float | None) -> str:
+    """403.2 -> "6 min 43 s", 54.6 -> "55 s", 3725 -> "1 h 2 min"; None -> "-"."""
+    if seconds is None:
         return "-"
-    return f"{x:+.2f}" if abs(x) >= 1 or x == 0 else f"{x:+.3f}"  # keep small deltas (e.g. +0.041) visible
+    total = round(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min {total % 60} s"
+    return f"{total // 3600} h {total % 3600 // 60} min"
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
@@ -44,10 +80,81 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(claim: ClaimResult) -> str:
-    if claim.holds is None:
+def _results_table(slug: str, scale: str, root: Path | None) -> list[str]:
+    groups = aggregate(load_reproduced(slug, scale, root) or [])
+    published = {tuple(r[c] for c in KEY_COLUMNS): r["value"] for r in load_published(slug, root)}
+    twin = [published.get(tuple(g[c] for c in KEY_COLUMNS)) for g in groups]
+    shared = [c for c in ("table", "setting", "model") if len({g[c] for g in groups}) == 1]
+    columns = [c for c in KEY_COLUMNS if c not in shared]
+    header = [*columns, "mean ± sd", "n"] + (["published"] if any(twin) else [])
+    body = []
+    for g, pub in zip(groups, twin):
+        body.append(
+            [*(g[c] for c in columns), _pm(g["mean"], g["sd"]), g["n"]] + ([pub or "-"] if any(twin) else [])
+        )
+    prov_path = paper_dir(slug, root) / "results" / scale / "provenance.json"
+    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    common_cols = ", ".join(f"{c} `{groups[0][c]}`" for c in shared) if groups else ""
+    return [
+        f"### Reproduced, {scale} scale",
+        "",
+        f"commit `{(prov.get('commit') or '?')[:10]}`, seeds {prov.get('seeds')}, "
+        f"wall time {format_duration(prov.get('wall_time_s'))}, grader {prov.get('grader')}; "
+        f"per-seed rows in [reproduced.csv](results/{scale}/reproduced.csv), "
+        f"[provenance.json](results/{scale}/provenance.json)."
+        + (f" Every row: {common_cols}." if common_cols else ""),
+        "",
+        _md_table(header, body),
+        "",
+    ]
+
+
+def _delta_cell(claim: ClaimResult) -> str:
+    stats = claim.stats
+    if stats is None:
+        return "-"
+    how = ", bootstrap" if stats.method == "bootstrap" else ""
+    return f"{_pm(stats.mean, stats.half_width, signed=True)} (n={stats.n}{how})"
+
+
+def _interval_cell(claim: ClaimResult) -> str:
+    stats = claim.stats
+    if stats is None or stats.low is None:
+        return "-" if stats is None else "none (one seed)"
+    d = _decimals(stats.mean, stats.low, stats.high)
+    return f"[{_fmt(stats.low, d)}, {_fmt(stats.high, d)}]"
+
+
+def _verdict_cell(claim: ClaimResult) -> str:
+    if claim.verdict is None:
         return claim.note or "no rows yet"
-    return "yes" if claim.holds else "**no**"
+    return "**fails**" if claim.verdict == "fails" else claim.verdict
+
+
+def _claims_table(slug: str, scale: str, root: Path | None) -> list[str]:
+    rows = [
+        [
+            c.statement,
+            c.direction + (f", margin {c.margin:g}" if c.margin else ""),
+            _fmt(c.published_delta),
+            _delta_cell(c),
+            _interval_cell(c),
+            _verdict_cell(c),
+        ]
+        for c in evaluate_claims(slug, scale, root)
+    ]
+    header = ["claim", "direction", "published delta", f"reproduced delta ({scale})", "95% interval"]
+    header.append("verdict")
+    return [
+        f"### Claims at {scale} scale",
+        "",
+        "Reproduced delta: mean of the paired per-seed deltas (method - baseline) ± the half-width of "
+        "their 95% interval (t; bootstrap from 30 pairs); holds / fails only when the whole interval "
+        "is past / short of the claimed effect.",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
 
 
 def _headline_rows(slug: str, root: Path | None) -> tuple[list[dict], int]:
@@ -63,72 +170,47 @@ def _headline_rows(slug: str, root: Path | None) -> tuple[list[dict], int]:
     return headline, len(published)
 
 
-def _claims_table(slug: str, scale: str, root: Path | None) -> list[str]:
-    rows = [
-        [c.statement, c.direction, _fmt(c.published_delta), _fmt(c.reproduced_delta), _verdict(c)]
-        for c in evaluate_claims(slug, scale, root)
-    ]
-    header = ["claim", "direction", "published delta", f"reproduced delta ({scale})", "holds"]
-    return [f"### Claims at {scale} scale", "", _md_table(header, rows), ""]
-
-
-def _reproduced_table(slug: str, scale: str, tolerance: float, root: Path | None) -> list[str]:
-    rows = load_reproduced(slug, scale, root) or []
-    prov_path = paper_dir(slug, root) / "results" / scale / "provenance.json"
-    prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-    parts = [
-        f"### Reproduced, {scale} scale",
-        "",
-        f"commit `{(prov.get('commit') or '?')[:10]}`, seeds {prov.get('seeds')}, "
-        f"wall time {prov.get('wall_time_s')} s, grader {prov.get('grader')}; "
-        f"[reproduced.csv](results/{scale}/reproduced.csv), [provenance.json](results/{scale}/provenance.json)",
-        "",
-        _md_table(
-            ["setting", "model", "method", "benchmark", "metric", "value"],
-            [[r["setting"], r["model"], r["method"], r["benchmark"], r["metric"], r["value"]] for r in rows],
-        ),
-        "",
-    ]
-    if scale != "toy":  # ARCHITECTURE.md: numbers are compared only at small/paper scale
-        compared = compare_numbers(slug, scale, tolerance, root)
-        header = ["model", "method", "benchmark", "metric", "published", "reproduced", "delta"]
-        body = [
-            [
-                c["model"],
-                c["method"],
-                c["benchmark"],
-                c["metric"],
-                c["published"],
-                c["value"],
-                _fmt(c["delta"]),
-            ]
-            for c in compared
-        ]
-        parts += [
-            f"Compared with published ({scale}; within ±{tolerance:g}: "
-            f"{sum(c['within'] for c in compared)}/{len(compared)} rows):",
-            "",
-            _md_table(
-                [*header, f"within ±{tolerance:g}"], [[*b, c["within"]] for b, c in zip(body, compared)]
-            )
-            if compared
-            else "No reproduced row has a published twin (same table, setting, model, method, benchmark, metric).",
+def _compared_table(slug: str, scale: str, tolerance: float, root: Path | None) -> list[str]:
+    compared = compare_numbers(slug, scale, tolerance, root)
+    if not compared:
+        return [
+            "No reproduced row has a published twin (same table, setting, model, method, benchmark, metric).",
             "",
         ]
-    return parts
+    header = ["setting", "model", "method", "benchmark", "metric", "published", "reproduced", "delta"]
+    body = [
+        [*(c[k] for k in header[:5]), c["published"], c["value"], _fmt(c["delta"]), c["within"]]
+        for c in compared
+    ]
+    return [
+        f"Per seed against published ({scale}; within ±{tolerance:g}: "
+        f"{sum(c['within'] for c in compared)}/{len(compared)} rows):",
+        "",
+        _md_table([*header, f"within ±{tolerance:g}"], body),
+        "",
+    ]
 
 
 def render_paper_block(
     slug: str, root: Path | None = None, scales: list[str] | None = None, tolerance: float = 1.0
 ) -> str:
-    """Markdown for a paper README: headline published rows, claims per scale, reproduced tables.
+    """Markdown for a paper README: per scale the aggregate table and the claims, then the published rows.
 
-    `scales` defaults to every scale with results (the toy claims alone when there are none).
+    `scales` defaults to every scale with results (the toy claims alone when there are none). Raises
+    `ResultsError` when a scale's rows are not in published.csv's units (`check_units`).
     """
-    headline, total = _headline_rows(slug, root)
     parts = ["_Generated by `make tables` from published.csv, claims.yaml and results/; do not edit._", ""]
+    with_results = [s for s in SCALES if load_reproduced(slug, s, root) is not None]
+    for scale in scales or with_results or ["toy"]:
+        if load_reproduced(slug, scale, root) is not None:
+            check_units(slug, scale, root)
+            parts += _results_table(slug, scale, root)
+        parts += _claims_table(slug, scale, root)
+        if scale != "toy" and load_reproduced(slug, scale, root) is not None:
+            parts += _compared_table(slug, scale, tolerance, root)  # numbers are compared above toy only
+    headline, total = _headline_rows(slug, root)
     parts += [
-        f"### Published (headline rows; all {total} rows in [published.csv](published.csv))",
+        f"### Published (the rows the claims use; all {total} rows in [published.csv](published.csv))",
         "",
         _md_table(
             ["model", "method", "benchmark", "metric", "value"],
@@ -138,29 +220,35 @@ def render_paper_block(
         else "No published number backs these claims (see the notes in this README).",
         "",
     ]
-    with_results = [s for s in SCALES if load_reproduced(slug, s, root) is not None]
-    for scale in scales or with_results or ["toy"]:
-        parts += _claims_table(slug, scale, root)
-    for scale in scales or with_results:
-        if load_reproduced(slug, scale, root) is not None:
-            parts += _reproduced_table(slug, scale, tolerance, root)
     return "\n".join(parts).rstrip() + "\n"
 
 
 def claims_summary(slug: str, scale: str, root: Path | None = None) -> str:
-    """One cell of the top README's table, e.g. `2/2 hold, 1 not checkable at toy`."""
+    """One cell of the top README's table, e.g. `1/3 hold, 1 fails, 1 inconclusive`."""
     if load_reproduced(slug, scale, root) is None:
         return "no results yet"
+    try:
+        check_units(slug, scale, root)
+    except ResultsError:
+        return f"units differ from published.csv (`python -m common.tables diff {slug}`)"
     results = evaluate_claims(slug, scale, root)
-    decided = [c for c in results if c.holds is not None]
-    text = f"{sum(c.holds for c in decided)}/{len(decided)} hold"
-    missing = sum(c.holds is None and c.note == "no rows yet" for c in results)
-    other = len(results) - len(decided) - missing
+    judged = [c for c in results if c.verdict is not None]
+    text = f"{sum(c.verdict == 'holds' for c in judged)}/{len(judged)} hold"
+    for word in ("fails", "inconclusive"):
+        if count := sum(c.verdict == word for c in judged):
+            text += f", {count} {word}"
+    missing = sum(c.verdict is None and c.note == "no rows yet" for c in results)
+    other = len(results) - len(judged) - missing
     if missing:
         text += f", {missing} without rows"
     if other:
         text += f", {other} not checkable at {scale}"
     return text
+
+
+def _toy_runtime(slug: str, root: Path | None) -> str:
+    path = paper_dir(slug, root) / "results" / "toy" / "provenance.json"
+    return format_duration(json.loads(path.read_text()).get("wall_time_s")) if path.exists() else "-"
 
 
 def render_papers_table(root: Path | None = None, scale: str = "toy") -> str:
@@ -173,10 +261,11 @@ def render_papers_table(root: Path | None = None, scale: str = "toy") -> str:
                 kind,
                 "built" if (base / "pipeline.py").exists() else "not built yet",
                 ", ".join(s for s in SCALES if load_reproduced(slug, s, root) is not None) or "-",
+                _toy_runtime(slug, root),
                 claims_summary(slug, scale, root),
             ]
         )
-    header = ["paper", "kind", "pipeline", "results", f"claims at {scale} scale"]
+    header = ["paper", "kind", "pipeline", "results", "toy runtime", f"claims at {scale} scale"]
     return _md_table(header, rows) + "\n"
 
 
@@ -190,47 +279,137 @@ def replace_block(text: str, markers: tuple[str, str], body: str, where: str) ->
 
 
 def write_tables(papers: list[str], root: Path | None = None, scale: str = "toy") -> list[Path]:
-    """Rewrite the marked block of each paper's README and the paper table of the top README."""
+    """Rewrite the marked block of each paper's README and the paper table of the top README.
+
+    A paper whose block cannot be rendered (e.g. rows in the wrong units) keeps its README; the others
+    and the top README are still written, then one `ResultsError` names every paper that failed."""
     root = root or ROOT
-    written = []
+    written, errors = [], []
     for slug in papers:
         readme = paper_dir(slug, root) / "README.md"
-        text = readme.read_text(encoding="utf-8")
-        readme.write_text(replace_block(text, PAPER_BLOCK, render_paper_block(slug, root), str(readme)))
+        try:
+            text = replace_block(
+                readme.read_text(encoding="utf-8"), PAPER_BLOCK, render_paper_block(slug, root), str(readme)
+            )
+        except ResultsError as err:
+            errors.append(str(err))
+            continue
+        readme.write_text(text, encoding="utf-8")
         written.append(readme)
     top = root / "README.md"
     body = render_papers_table(root, scale)
-    top.write_text(replace_block(top.read_text(encoding="utf-8"), PAPERS_TABLE, body, str(top)))
+    top.write_text(
+        replace_block(top.read_text(encoding="utf-8"), PAPERS_TABLE, body, str(top)), encoding="utf-8"
+    )
+    if errors:
+        raise ResultsError("\n".join(errors))
     return [*written, top]
 
 
-def plot_curves(
-    series: dict[str, list[tuple[float, float]]], path: str | Path, title: str, xlabel: str, ylabel: str
-) -> Path:
-    """One line per named series of (x, y) points, saved as a PNG (matplotlib, Agg backend)."""
+Run = Sequence[tuple[float, float]]
+_SEED_STYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
+def _runs(curves: Run | Sequence[Run]) -> list[list[tuple[float, float]]]:
+    """One run (a list of (x, y)) or several (one per seed) -> a list of runs; JSON lists work too."""
+    curves = list(curves)
+    first = next((c for c in curves if len(c)), None)
+    if first is not None and isinstance(first[0], Sequence):  # its items are runs, not points
+        return [[tuple(point) for point in run] for run in curves]
+    return [[tuple(point) for point in curves]]
+
+
+def curves_figure(
+    series: dict[str, Run | Sequence[Run]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    reference: dict[str, float] | None = None,
+    band: bool = False,
+):
+    """A matplotlib Figure: one colour per method, its seeds as line styles (or, with `band`, the mean
+    over seeds at each x with a min-max band), each `reference` level as a dashed grey line, and the
+    legend outside the axes naming every method, every seed style and every reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, points in series.items():
-        xs, ys = zip(*points) if points else ((), ())
-        ax.plot(xs, ys, label=name, marker="o" if len(points) < 30 else None)
+    palette = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=120)
+    handles, seeds = [], 0
+    for i, (name, curves) in enumerate(series.items()):
+        colour, runs = palette[i % len(palette)], _runs(curves)
+        seeds = max(seeds, len(runs))
+        marker = "o" if max(len(r) for r in runs) < 30 else None
+        if band and len(runs) > 1:
+            by_x: dict[float, list[float]] = {}
+            for run in runs:
+                for x, y in run:
+                    by_x.setdefault(x, []).append(y)
+            xs = sorted(by_x)
+            ax.fill_between(
+                xs, [min(by_x[x]) for x in xs], [max(by_x[x]) for x in xs], color=colour, alpha=0.2
+            )
+            ax.plot(xs, [sum(by_x[x]) / len(by_x[x]) for x in xs], color=colour, marker=marker)
+        else:
+            for j, run in enumerate(runs):
+                xs, ys = zip(*run) if run else ((), ())
+                ax.plot(xs, ys, color=colour, linestyle=_SEED_STYLES[j % len(_SEED_STYLES)], marker=marker)
+        handles.append(Line2D([], [], color=colour, marker=marker, label=name))
+    if seeds > 1 and not band:
+        handles += [
+            Line2D([], [], color="0.4", linestyle=_SEED_STYLES[j % len(_SEED_STYLES)], label=f"seed #{j + 1}")
+            for j in range(seeds)
+        ]
+    elif band and seeds > 1:
+        handles.append(matplotlib.patches.Patch(color="0.6", alpha=0.4, label=f"min-max over {seeds} seeds"))
+    greys = ("0.25", "0.5", "0.7")
+    for k, (name, level) in enumerate((reference or {}).items()):
+        ax.axhline(level, color=greys[k % len(greys)], linestyle="--", linewidth=1.2)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=greys[k % len(greys)],
+                linestyle="--",
+                label=f"{name} ({level:.{_decimals(level)}f})",
+            )
+        )
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(
+    series: dict[str, Run | Sequence[Run]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    reference: dict[str, float] | None = None,
+    band: bool = False,
+) -> Path:
+    """Save `curves_figure(...)` as a PNG at `path` (the legend outside the axes is kept in the image).
+
+    `series` maps a method to one run `[(x, y), ...]` or to a list of runs (one per seed);
+    `reference={"SFT": 41.6}` draws the starting level as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(series, title, xlabel, ylabel, reference, band)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m common.results",
+        prog="python -m common.tables",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -240,14 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument(
         "--scale", default="toy", help="whose claims the top README's table shows (default toy)"
     )
-    diff = sub.add_parser("diff", help="print one paper's published | reproduced | delta | claim holds")
+    diff = sub.add_parser("diff", help="print one paper's results, claims and published rows")
     diff.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
     diff.add_argument("--scale", default="toy", help=f"one of: {', '.join(SCALES)} (default toy)")
     diff.add_argument(
-        "--tolerance",
-        type=float,
-        default=1.0,
-        help="absolute tolerance for small/paper numbers (default 1.0)",
+        "--tolerance", type=float, default=1.0, help="absolute, small/paper scale (default 1.0)"
     )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ["tables"])
     try:

@@ -1,7 +1,8 @@
-"""common.results / common.tables: write + provenance, claims evaluation, rendering, atomicity."""
+"""common.results: write + provenance, claims with paired-delta verdicts, the dirty check, the CLI."""
 
 import csv
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common import results, tables
+from common import results, stats, tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,19 +115,90 @@ def test_unknown_scale_and_paper(root):
 
 def test_claims_hold_fail_and_missing(root):
     before = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
-    assert all(c.holds is None and c.reproduced_delta is None for c in before.values())
+    assert all(c.verdict is None and c.reproduced_delta is None for c in before.values())
+    assert before["ppo_qrm_beats_orm"].note == "no rows yet"
     results.write_results(
         "qrm", "toy", toy_rows(40.0, 30.0), seeds=[0, 1], config={}, wall_time_s=1, root=root
     )
     got = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
-    assert got["reinforce_qrm_beats_orm"].holds is True
+    assert got["reinforce_qrm_beats_orm"].verdict == "holds"  # +10 in both seeds: a zero-width interval
     assert got["reinforce_qrm_beats_orm"].reproduced_delta == pytest.approx(10.0)
+    assert got["reinforce_qrm_beats_orm"].stats.n == 2
     assert got["reinforce_qrm_beats_orm"].published_delta == pytest.approx(4.70)
-    assert got["ppo_qrm_beats_orm"].holds is None  # no PPO rows at all
-    results.write_results("qrm", "toy", toy_rows(30.0, 40.0), seeds=[0], config={}, wall_time_s=1, root=root)
+    assert got["ppo_qrm_beats_orm"].verdict is None  # no PPO rows at all
+    results.write_results(
+        "qrm", "toy", toy_rows(30.0, 40.0), seeds=[0, 1], config={}, wall_time_s=1, root=root
+    )
     assert {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}[
         "reinforce_qrm_beats_orm"
-    ].holds is False
+    ].verdict == "fails"
+    results.write_results(
+        "qrm", "toy", toy_rows(40.0, 30.0, seeds=(0,)), seeds=[0], config={}, wall_time_s=1, root=root
+    )
+    one = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}["reinforce_qrm_beats_orm"]
+    assert one.verdict == "inconclusive" and one.reproduced_delta == pytest.approx(
+        10.0
+    )  # one seed never holds
+
+
+def test_mcckd_committed_toy_verdicts():
+    """issue 15: the OOD claim (+0.46 +- 1.33 over 5 seeds) was "yes" on its mean; its interval says
+    inconclusive. Numbers from papers/mcckd/results/toy/reproduced.csv, checked by hand below."""
+    got = {c.id: c for c in results.evaluate_claims("mcckd", "toy")}
+    ood = got["mcckd_beats_single_rationale_kd_ood"]
+    deltas = [6.0 - 4.67, 3.67 - 2.67, 4.67 - 3.67, 4.33 - 4.0, 4.33 - 5.67]  # MCC-KD - CoT-KD, seeds 0-4
+    mean = sum(deltas) / 5
+    half = 2.7764451051977987 * math.sqrt(sum((d - mean) ** 2 for d in deltas) / 4) / math.sqrt(5)
+    assert ood.stats.n == 5 and ood.stats.method == "t"
+    assert ood.stats.mean == pytest.approx(mean, rel=1e-12) and mean == pytest.approx(0.464)
+    assert ood.stats.half_width == pytest.approx(half, rel=1e-12) and half == pytest.approx(1.331, abs=1e-3)
+    assert ood.verdict == "inconclusive"
+    assert got["mcckd_beats_single_rationale_kd"].verdict == "inconclusive"  # -3.13 +- 6.76
+    kl = got["mcckd_answers_agree_across_rationales"]  # lower is the claimed side
+    assert kl.verdict == "holds" and kl.stats.high < 0
+    assert kl.stats.mean == pytest.approx(-0.022974, abs=1e-9)
+
+
+def test_paired_deltas_pair_by_setting_and_broadcast_a_single_baseline():
+    def row(method, setting, value, metric="acc"):
+        return dict(
+            table="toy",
+            setting=setting,
+            model="m",
+            method=method,
+            benchmark="b",
+            metric=metric,
+            value=str(value),
+        )
+
+    rows = [
+        row("A", "w seed 0", 5),
+        row("A", "w seed 1", 7),
+        row("B", "w seed 1", 4),
+        row("B", "w seed 0", 1),
+    ]
+    rows += [row("A", "w seed 2", 9), row("B", "w seed 0", 100, metric="other")]
+    block = {"filter": {"metric": "acc"}, "method": "A", "baseline": "B"}
+    assert results.paired_deltas(block, rows) == [4.0, 3.0]  # seed 2 has no baseline: unpaired, left out
+    start = [row("A", "w seed 0", 5), row("A", "w seed 1", 7), row("B", "w (before RL)", 2)]
+    assert results.paired_deltas(block, start) == [3.0, 5.0]  # one baseline row (the starting point)
+    assert results.paired_deltas(block, [row("A", "x", 1)]) == []
+    assert results.paired_deltas({"unavailable": "u"}, rows) == []
+    with pytest.raises(results.ResultsError, match="no 'A' row pairs with a 'B' row"):
+        results.paired_deltas(block, [row("A", "s0", 1), row("B", "s1", 1), row("B", "s2", 1)], "c")
+    with pytest.raises(results.ResultsError, match="two rows for 'A'.*narrow the block's filter"):
+        results.paired_deltas({"method": "A", "baseline": "B"}, [row("A", "s", 1), row("A", "s", 2)])
+    delta_rows = [row("A vs B", f"w seed {i}", v) for i, v in enumerate((1.0, 2.0))]
+    assert results.paired_deltas({"delta_method": "A vs B"}, delta_rows) == [1.0, 2.0]
+
+
+def test_split_seed():
+    assert results.split_seed("arith seed 0") == ("arith", 0)
+    assert results.split_seed("arith, long seed 12") == ("arith, long", 12)
+    assert results.split_seed("seed 3") == ("", 3)
+    assert results.split_seed("seed 0, 400+400 items") == ("seed 0, 400+400 items", None)
+    assert results.split_seed("arith (before RL)") == ("arith (before RL)", None)
+    assert results.split_seed("reseed 3") == ("reseed 3", None)
 
 
 def test_small_scale_compares_numbers_with_tolerance(root):
@@ -153,7 +225,7 @@ def test_small_scale_compares_numbers_with_tolerance(root):
     shift = {rows[0]["method"]: 0.5, rows[1]["method"]: -3.0}
     ppo = {c.id: c for c in results.evaluate_claims("qrm", "small", root)}["ppo_qrm_beats_orm"]
     expected = ppo.published_delta + shift["PPO+Q-RM"] - shift["PPO+ORM"]
-    assert ppo.reproduced_delta == pytest.approx(expected) and ppo.holds is (expected > 0)
+    assert ppo.reproduced_delta == pytest.approx(expected) and ppo.verdict == "inconclusive"  # one pair
     block = tables.render_paper_block("qrm", root, scales=["small"], tolerance=1.0)
     assert (
         "within ±1: 1/2 rows" in block and "Claims at small scale" in block and "Claims at toy" not in block
@@ -169,12 +241,14 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     tables.write_tables(["qrm"], root=root)
     text = readme.read_text()
     assert "A user's note below the block." in text and "## Claim" in text
-    assert "| yes |" in text and "Reproduced, toy scale" in text
+    assert "| +10.00 ± 0.00 (n=2) | [+10.00, +10.00] | holds |" in text and "Reproduced, toy scale" in text
+    assert "| REINFORCE+Q-RM | toy-arith | pass@1 | 40.50 ± 0.71 | 2 |" in text  # seeds aggregated
     top = (root / "README.md").read_text()
     assert (
-        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1/1 hold, 2 without rows |" in top
+        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s | 1/1 hold, 2 without rows |"
+        in top
     )
-    assert "| [lco](papers/lco/README.md) | RL | not built yet | - | no results yet |" in top
+    assert "| [lco](papers/lco/README.md) | RL | not built yet | - | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
     assert readme.read_text() == text
 
@@ -215,14 +289,22 @@ def test_bad_claims_file_names_the_field(root):
             results.load_claims("qrm", root)
 
 
-def test_claim_holds_direction_and_margin():
-    assert results.claim_holds(0.5, "higher") is True
-    assert results.claim_holds(0.0, "higher") is False  # a tie is not a win
-    assert results.claim_holds(-0.5, "lower") is True and results.claim_holds(0.5, "lower") is False
-    assert results.claim_holds(0.9, "higher", margin=1.0) is False
-    assert results.claim_holds(1.0, "higher", margin=1.0) is True
-    assert results.claim_holds(-1.5, "lower", margin=1.0) is True
-    assert results.claim_holds(None, "higher") is None
+def test_verdict_needs_the_whole_interval_past_the_margin():
+    def interval(low, high):
+        return stats.DeltaStats((low + high) / 2, 1.0, 5, low, high, "t")
+
+    assert results.verdict(interval(0.1, 2.0), "higher") == "holds"
+    assert results.verdict(interval(-0.1, 2.0), "higher") == "inconclusive"
+    assert results.verdict(interval(-2.0, -0.1), "higher") == "fails"
+    assert results.verdict(interval(0.0, 0.0), "higher") == "fails"  # a tie is not a win
+    assert results.verdict(interval(-2.0, -0.1), "lower") == "holds"
+    assert results.verdict(interval(0.1, 2.0), "lower") == "fails"
+    assert results.verdict(interval(1.0, 3.0), "higher", margin=1.0) == "holds"  # margin reached
+    assert results.verdict(interval(0.5, 3.0), "higher", margin=1.0) == "inconclusive"
+    assert results.verdict(interval(0.2, 0.9), "higher", margin=1.0) == "fails"  # positive, but short
+    assert results.verdict(interval(-3.0, -1.5), "lower", margin=1.0) == "holds"
+    assert results.verdict(stats.delta_stats([5.0]), "higher") == "inconclusive"  # one seed never holds
+    assert results.verdict(None, "higher") is None
 
 
 def test_toy_block_direction_margin_and_unavailable(root):
@@ -247,27 +329,35 @@ def test_toy_block_direction_margin_and_unavailable(root):
 """
     )
     rows = [
-        dict(table="toy", setting="s", model="m", method=m, benchmark="toy-arith", metric=k, value=v)
-        for m, k, v in (("A", "KL", 0.9), ("B", "KL", 1.1), ("A", "acc", 51.5), ("B", "acc", 50.0))
+        dict(
+            table="toy",
+            setting=f"w seed {i}",
+            model="m",
+            method=m,
+            benchmark="toy-arith",
+            metric=k,
+            value=v[i],
+        )
+        for m, k, v in (
+            ("A", "KL", (0.9, 0.92, 0.88)),
+            ("B", "KL", (1.1, 1.12, 1.09)),
+            ("A", "acc", (51.5, 51.4, 51.6)),
+            ("B", "acc", (50.0, 50.0, 50.0)),
+        )
+        for i in range(3)
     ]
-    results.write_results("qrm", "toy", rows, seeds=[0], config={}, wall_time_s=1, root=root)
+    results.write_results("qrm", "toy", rows, seeds=[0, 1, 2], config={}, wall_time_s=1, root=root)
     got = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
-    assert got["kl"].holds is True and got["kl"].direction == "lower"
-    assert got["kl"].reproduced_delta == pytest.approx(-0.2) and got["kl"].published_delta == pytest.approx(
-        4.7
-    )
-    assert got["margin"].holds is False and got["margin"].reproduced_delta == pytest.approx(1.5)
-    assert got["closed"].holds is None and "no closed model" in got["closed"].note
-    assert tables.claims_summary("qrm", "toy", root) == "1/2 hold, 1 not checkable at toy"
+    assert got["kl"].verdict == "holds" and got["kl"].direction == "lower"
+    assert got["kl"].reproduced_delta == pytest.approx(-0.2033333, abs=1e-6)
+    assert got["kl"].published_delta == pytest.approx(4.7)
+    assert got["margin"].verdict == "fails" and got["margin"].reproduced_delta == pytest.approx(1.5)
+    assert got["margin"].stats.high < 2.0 and got["margin"].margin == 2.0
+    assert got["closed"].verdict is None and "no closed model" in got["closed"].note
+    assert tables.claims_summary("qrm", "toy", root) == "1/2 hold, 1 fails, 1 not checkable at toy"
     block = tables.render_paper_block("qrm", root)
-    assert "not checkable at toy scale: no closed model at toy scale" in block and "| **no** |" in block
-
-
-def test_plot_curves_writes_a_png(tmp_path):
-    path = tables.plot_curves(
-        {"a": [(0, 1), (1, 2)], "b": [(0, 2), (1, 1)]}, tmp_path / "p.png", "t", "x", "y"
-    )
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "not checkable at toy scale: no closed model at toy scale" in block and "| **fails** |" in block
+    assert "| lower | +4.70 | -0.203 ± 0.014 (n=3) |" in block and "| higher, margin 2 |" in block
 
 
 def run_cli(*args):
@@ -288,27 +378,4 @@ def test_cli_diff_and_bad_input():
     bad = run_cli("tables", "--scale", "huge")
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: unknown scale 'huge'; valid: toy, small, paper"
-    )
-
-
-def test_dirty_paths_ignore_docs_and_the_runs_own_results():
-    status = "\n".join(
-        [
-            " M common/rl.py",
-            " M papers/qrm/README.md",
-            " M papers/qrm/results/toy/curves.json",
-            "R  old.py -> papers/qrm/new.py",
-            "M  papers/mcckd/results/toy/reproduced.csv",
-        ]
-    )
-    got = results.dirty_paths(status, ignore=("papers/qrm/results/toy/",))
-    assert got == ["common/rl.py", "papers/qrm/new.py", "papers/mcckd/results/toy/reproduced.csv"]
-    assert results.dirty_paths("", ignore=("x/",)) == []
-    assert results.dirty_paths("M common/rl.py\n M common/x.py") == [
-        "common/rl.py",
-        "common/x.py",
-    ]  # stripped
-    assert (
-        results.dirty_paths(" M README.md\n M papers/qrm/results/toy/a.png", ("papers/qrm/results/toy/",))
-        == []
     )

