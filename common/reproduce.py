@@ -114,13 +114,13 @@ def _pipeline(slug: str):
         raise
 
 
-def report(slug: str, scale: str, out: Path) -> None:
-    """Regenerate the README tables and print this paper's comparison at `scale`."""
+def report(slug: str, scale: str, out: Path) -> str:
+    """Regenerate the README tables; return what `main` prints: where the results are and this
+    paper's published | reproduced | delta | claim holds at `scale`."""
     from common.tables import render_paper_block, write_tables  # matplotlib: only after a run
 
     write_tables([slug])
-    print(f"results in {out}\n")
-    print(render_paper_block(slug, scales=[scale]))
+    return f"results in {out}\n\n{render_paper_block(slug, scales=[scale])}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["REPRO_DATA_DIR"] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
     out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
-    report(args.paper, args.scale, Path(out))
+    print(report(args.paper, args.scale, Path(out)))
     return 0
 
 

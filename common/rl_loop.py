@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from common.generation import Generator, HFGenerator, SamplingParams
+from common.generation import Generator, HFGenerator, SamplingParams, VLLMGenerator, save_for_vllm
 from common.rl import (
     Rollout,
     gae,
@@ -192,8 +192,6 @@ class VLLMPolicyEngine:
         return weakref.ref(policy), tuple(p._version for p in policy.parameters())
 
     def __call__(self, policy: torch.nn.Module) -> Generator:
-        from common.generation import VLLMGenerator, save_for_vllm
-
         ref, versions = self._state(policy)
         if self.generator is None:
             path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")

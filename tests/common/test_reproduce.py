@@ -62,7 +62,9 @@ def fake_paper(monkeypatch, slug="fake", pipeline=True):
 
         module.reproduce = fake_reproduce
         monkeypatch.setitem(sys.modules, f"papers.{slug}.pipeline", module)
-    monkeypatch.setattr(reproduce, "report", lambda slug, scale, out: calls.append(("report", slug, scale)))
+    monkeypatch.setattr(
+        reproduce, "report", lambda slug, scale, out: calls.append(("report", slug, scale)) or "summary"
+    )
     return calls
 
 
