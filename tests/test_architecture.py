@@ -4,7 +4,9 @@
 (b) the import graph of common/ + papers/ has no cycle (module-level and function-level imports both
     count: a lazy import inside a function does not hide a cycle);
 (c) no module under common/ or papers/ is over MAX_LINES lines;
-(d) no `print(` in library modules of common/ (a CLI's `main()` may print: that is its output).
+(d) no `print(` in library modules of common/ (a CLI's `main()` may print: that is its output);
+(e) the paper list, `common.results.PAPERS`, names exactly the folders under papers/ (the Makefile
+    reads the folders).
 Each failure names the offending file:line.
 """
 
@@ -173,6 +175,17 @@ def test_no_print_in_common_library_code():
             if call and node.func.id == "print" and not any(a <= node.lineno <= b for a, b in cli):
                 prints.append(f"{where(path, node)}: print( outside main(); use logging")
     assert not prints, "print in library code:\n" + "\n".join(prints)
+
+
+def test_the_paper_list_is_the_paper_folders():
+    tree = parse(ROOT / "common" / "results.py")
+    listed = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PAPERS" for t in node.targets)
+    )
+    folders = {p.parent.name for p in (ROOT / "papers").glob("*/claims.yaml")}
+    assert set(listed) == folders, f"common/results.py PAPERS {sorted(listed)} != papers/*/ {sorted(folders)}"
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path):
