@@ -35,7 +35,6 @@ per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_no
 from __future__ import annotations
 
 import csv
-import json
 import os
 import weakref
 from collections.abc import Callable
@@ -57,7 +56,7 @@ from common.rl import (
     sequence_logprobs,
     value_loss,
 )
-from common.stages import _tmp_name
+from common.stages import _tmp_name, atomic_write_json
 from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo")
@@ -248,8 +247,7 @@ def run_rl(
     curve, start, steps = [], 0, 0
     if (out / STATE_FILE).exists():
         state = torch.load(out / STATE_FILE, weights_only=False)
-        untracked = {k: state["config"].get(k) for k in ("progress", "report_to")}  # not trajectory
-        if state["config"] != asdict(cfg) | untracked:
+        if _trajectory(state["config"]) != _trajectory(asdict(cfg)):
             raise ValueError(f"{out / STATE_FILE}: saved with a different RLConfig; use a new output_dir")
         policy.load_state_dict(state["policy"])
         opt.load_state_dict(state["opt"])
@@ -335,8 +333,13 @@ def run_rl(
         _save(out / STATE_FILE, state | {"steps": steps, "config": asdict(cfg)})
     tracker.finish()
     write_curve(curve, out)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    atomic_write_json(out / "config.json", asdict(cfg))
     return curve
+
+
+def _trajectory(config: dict) -> dict:
+    """The RLConfig fields a resumed run must share with the saved one (not progress or the tracker)."""
+    return {k: v for k, v in config.items() if k not in ("progress", "report_to")}
 
 
 def _scalars(row: dict) -> dict[str, float]:

@@ -375,7 +375,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         if not config.resume:  # start over: a stale checkpoint must never be resumed later
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for stale in (out / "checkpoints").glob("step_*.tmp"):
+        for stale in [*(out / "checkpoints").glob("step_*.tmp"), *out.glob("final.tmp*")]:  # killed saves
             shutil.rmtree(stale)
         atomic_write_json(out / "train_config.json", asdict(config))
     accelerator.wait_for_everyone()
