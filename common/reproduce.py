@@ -20,6 +20,7 @@ from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, format_config
 from common.results import PAPERS, SCALES
+from common.tables import render_paper_block, write_tables
 
 log = logging.getLogger(__name__)
 EXIT_USAGE, EXIT_NO_PIPELINE = 2, 3
@@ -117,8 +118,6 @@ def _pipeline(slug: str):
 def report(slug: str, scale: str, out: Path) -> str:
     """Regenerate the README tables; return what `main` prints: where the results are and this
     paper's published | reproduced | delta | claim holds at `scale`."""
-    from common.tables import render_paper_block, write_tables  # matplotlib: only after a run
-
     write_tables([slug])
     return f"results in {out}\n\n{render_paper_block(slug, scales=[scale])}"
 
