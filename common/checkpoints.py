@@ -2,12 +2,12 @@
 
 A checkpoint is `output_dir/checkpoints/step_<n>/`: accelerate's state (model, optimizer, scheduler,
 RNG states of every process) plus `trainer_state.json` (step, loss history, config), written last into
-`step_<n>.tmp` before the rename. The final model goes to `final/` the same way.
+`step_<n>.tmp` before the rename (one name for every process of a launch, so not `atomic_dir`, whose
+temporary name is per process). The final model goes to `final/` through `common.stages.atomic_dir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+
+from common.stages import atomic_dir, atomic_write_json
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -44,13 +46,6 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic: a temp file, then a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
 def save_checkpoint(accelerator: Accelerator, out: Path, step: int, losses: list[float], config: Any) -> None:
     """accelerate state into `step_<n>.tmp`, then trainer_state.json, then the rename; keeps the newest few."""
     final, tmp = out / "checkpoints" / f"step_{step}", out / "checkpoints" / f"step_{step}.tmp"
@@ -60,7 +55,7 @@ def save_checkpoint(accelerator: Accelerator, out: Path, step: int, losses: list
     accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, RNG states of every process
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_json(tmp / STATE_FILE, {"step": step, "losses": losses, "config": asdict(config)})
+        atomic_write_json(tmp / STATE_FILE, {"step": step, "losses": losses, "config": asdict(config)})
         shutil.rmtree(final, ignore_errors=True)  # a half-written folder of the same name
         tmp.rename(final)
         for old in complete_checkpoints(out)[: -config.keep_checkpoints]:
@@ -79,16 +74,13 @@ def check_resumable(checkpoint: Path, saved: dict[str, Any], config: Any, fields
 
 
 def save_final(accelerator: Accelerator, model: torch.nn.Module, out: Path) -> None:
+    """The trained model into `out/final` (built under a temporary name, then renamed: `atomic_dir`)."""
     state_dict = accelerator.get_state_dict(model)  # every process: gathers sharded (FSDP / ZeRO-3) weights
     if accelerator.is_main_process:
-        final, tmp = out / "final", out / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = accelerator.unwrap_model(model)
-        if hasattr(unwrapped, "save_pretrained"):
-            unwrapped.save_pretrained(tmp, state_dict=state_dict)
-        else:
-            tmp.mkdir(parents=True)
-            accelerator.save(state_dict, tmp / "model.safetensors", safe_serialization=True)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        with atomic_dir(out / "final") as tmp:
+            unwrapped = accelerator.unwrap_model(model)
+            if hasattr(unwrapped, "save_pretrained"):
+                unwrapped.save_pretrained(tmp, state_dict=state_dict)
+            else:
+                accelerator.save(state_dict, tmp / "model.safetensors", safe_serialization=True)
     accelerator.wait_for_everyone()

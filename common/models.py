@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     Qwen2Config,
 )
+
+from common.stages import atomic_dir, cache_dir
 
 
 class ModelNotFoundError(RuntimeError):
@@ -62,11 +63,6 @@ TINY_PRESETS: dict[str, TinyPreset] = {
 }
 
 FAMILIES = ("qwen2", "llama")
-
-
-def cache_dir() -> Path:
-    """Where converted models and other derived artefacts live (`REPRO_CACHE`, default ~/.cache/repro)."""
-    return Path(os.environ.get("REPRO_CACHE", Path.home() / ".cache" / "repro"))
 
 
 def tiny_config(preset: str, vocab_size: int, family: str = "qwen2", **overrides) -> PretrainedConfig:
@@ -155,8 +151,6 @@ def smollm2_dir() -> Path:
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
     gguf = _smollm2_gguf()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -169,10 +163,9 @@ def smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)  # atomic: a half-converted folder is never mistaken for a finished one
+    with atomic_dir(out) as tmp:  # a half-converted folder is never mistaken for a finished one
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return out
 
 

@@ -1,60 +1,149 @@
-"""Run one paper end to end: `python -m common.reproduce <slug> --scale toy|small|paper`.
+"""Run one paper end to end: `python -m common.reproduce <slug> --scale toy|small|paper [--set key=value]`.
 
-Imports `papers/<slug>/pipeline.py` and calls its `reproduce(scale, force=..., data_dir=...)`, which
-runs every stage (each resumable: rerunning after a kill picks up where it stopped), writes
-`papers/<slug>/results/<scale>/`, and then prints published | reproduced | delta | claim holds.
-`make reproduce PAPER=<slug> SCALE=<scale>` is the same command.
+Builds the paper's resolved config, `apply_overrides(papers.<slug>.config.get_config(scale), sets)`,
+logs it (one `key.path = value` a line), and calls `papers.<slug>.pipeline.reproduce(cfg, force=...,
+data_dir=...)`, which runs every stage (each resumable: rerunning after a kill picks up where it
+stopped) and writes `papers/<slug>/results/<scale>/` with the config in its provenance. Then the
+README tables are regenerated and published | reproduced | delta | claim holds is printed.
+`make reproduce PAPER=<slug> SCALE=<scale> SET="a.b=1 c=2"` is the same command.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-from common.results import PAPERS, ROOT, SCALES
+from common.config import ConfigError, apply_overrides, format_config
+from common.results import PAPERS, SCALES
+from common.tables import render_paper_block, write_tables
 
+log = logging.getLogger(__name__)
 EXIT_USAGE, EXIT_NO_PIPELINE = 2, 3
+LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+
+EXAMPLES = """\
+examples:
+  python -m common.reproduce qrm                                  # toy scale, CPU, minutes
+  python -m common.reproduce qrm --scale small --data-dir ../shared/data
+  python -m common.reproduce mcckd --set seeds=[0] --set data.limit=30
+  python -m common.reproduce qrm --set rm.lr=3e-4 --force         # rerun every stage
+
+A --set key is a dotted path into the paper's config (papers/<slug>/config.py); the value is read as
+YAML (3e-4, true, null, [0, 1], text) and checked against the field's type. A bad key, value, paper
+or scale stops with one line naming it and what is valid (exit 2).
+"""
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m common.reproduce",
         description=__doc__,
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paper", help=f"one of: {', '.join(PAPERS)}")
+    parser.add_argument("paper", help=f"the paper's folder under papers/: one of {', '.join(PAPERS)}")
     parser.add_argument(
-        "--scale", default="toy", help=f"one of: {', '.join(SCALES)} (default toy: CPU, minutes)"
+        "--scale",
+        default="toy",
+        help=f"the preset to start from: one of {', '.join(SCALES)} "
+        "(default toy: CPU, minutes; small: one GPU; paper: the published setting)",
     )
-    parser.add_argument("--force", action="store_true", help="rerun every stage even when its output exists")
     parser.add_argument(
-        "--data-dir", help="read datasets from this local mirror (same layout as the hub ids)"
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override one config field, e.g. --set rm.lr=3e-4 (repeatable; applied in order)",
     )
-    args = parser.parse_args(argv)
-    if args.paper not in PAPERS:
-        print(f"error: unknown paper {args.paper!r}; valid: {', '.join(PAPERS)}", file=sys.stderr)
+    parser.add_argument(
+        "--force", action="store_true", help="rerun every stage even when its cached output exists"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="read datasets from this local mirror (same layout as the hub ids), e.g. ../shared/data",
+    )
+    return parser
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """INFO to stderr, `HH:MM:SS L module: message`; quiets the chatty HTTP and hub loggers."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class UsageError(ValueError):
+    """A bad paper, scale or --set; the message is the one line the user sees."""
+
+
+def check_choices(slug: str, scale: str) -> None:
+    if slug not in PAPERS:
+        raise UsageError(f"unknown paper {slug!r}; valid: {', '.join(PAPERS)}")
+    if scale not in SCALES:
+        raise UsageError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+
+
+def resolve_config(slug: str, scale: str, sets: Sequence[str]):
+    """`apply_overrides(papers.<slug>.config.get_config(scale), sets)`, or `UsageError` in one line."""
+    check_choices(slug, scale)
+    config = importlib.import_module(f"papers.{slug}.config")
+    try:
+        cfg = config.get_config(scale)
+    except (KeyError, ValueError) as err:  # a paper without this preset
+        raise UsageError(f"papers/{slug}: no {scale!r} preset ({err})") from None
+    try:
+        return apply_overrides(cfg, sets)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
+def _pipeline(slug: str):
+    """`papers.<slug>.pipeline`, or None when the paper has none yet."""
+    name = f"papers.{slug}.pipeline"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name in (name, f"papers.{slug}"):
+            return None
+        raise
+
+
+def report(slug: str, scale: str, out: Path) -> str:
+    """Regenerate the README tables; return what `main` prints: where the results are and this
+    paper's published | reproduced | delta | claim holds at `scale`."""
+    write_tables([slug])
+    return f"results in {out}\n\n{render_paper_block(slug, scales=[scale])}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_choices(args.paper, args.scale)
+        if _pipeline(args.paper) is None:
+            print(
+                f"papers/{args.paper}: no pipeline yet - the claim and published table are in "
+                f"papers/{args.paper}/README.md",
+                file=sys.stderr,
+            )
+            return EXIT_NO_PIPELINE
+        cfg = resolve_config(args.paper, args.scale, args.sets)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    if args.scale not in SCALES:
-        print(f"error: unknown scale {args.scale!r}; valid: {', '.join(SCALES)}", file=sys.stderr)
-        return EXIT_USAGE
-    if not (ROOT / "papers" / args.paper / "pipeline.py").exists():
-        print(
-            f"papers/{args.paper}: no pipeline yet - the claim and published table are in "
-            f"papers/{args.paper}/README.md",
-            file=sys.stderr,
-        )
-        return EXIT_NO_PIPELINE
+    configure_logging()
+    log.info("%s at %s scale, resolved config:\n%s", args.paper, args.scale, format_config(cfg))
     if args.data_dir:
         os.environ["REPRO_DATA_DIR"] = os.path.abspath(args.data_dir)
-    pipeline = importlib.import_module(f"papers.{args.paper}.pipeline")
-    out = pipeline.reproduce(args.scale, force=args.force, data_dir=args.data_dir)
-    from common.tables import render_paper_block, write_tables
-
-    write_tables([args.paper])
-    print(f"results in {out}\n")
-    print(render_paper_block(args.paper, scales=[args.scale]))
+    pipeline = _pipeline(args.paper)
+    out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
+    print(report(args.paper, args.scale, Path(out)))
     return 0
 
 

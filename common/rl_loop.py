@@ -13,6 +13,9 @@ response token), then one or more passes of minibatch updates:
   chunk std as in the code's buffer (`normalize_values`), advantages by `reward_is_q` (A = r - c V,
   returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic.
 The reference policy's log-probs (for a KL term inside `reward_fn`) are put on the rollout as `logp_ref`.
+Each chunk's loss and rewards (and the evaluation, when there is one) go to a tracker
+(`cfg.report_to`: TensorBoard under `output_dir/tensorboard` by default, wandb, or none;
+`common.tracking`) as scalars `rl/<name>` against the policy's optimizer step.
 After every chunk the policy, critic, both optimizers and the curve are saved atomically; a killed run
 restarts at the next chunk and equals the uninterrupted run (sampling seeds and minibatch orders are
 functions of (seed, chunk), never of the RNG state left by earlier chunks).
@@ -32,7 +35,6 @@ per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_no
 from __future__ import annotations
 
 import csv
-import json
 import os
 import weakref
 from collections.abc import Callable
@@ -42,7 +44,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from common.generation import Generator, HFGenerator, SamplingParams
+from common.generation import Generator, HFGenerator, SamplingParams, VLLMGenerator, save_for_vllm
 from common.rl import (
     Rollout,
     gae,
@@ -54,6 +56,8 @@ from common.rl import (
     sequence_logprobs,
     value_loss,
 )
+from common.stages import _tmp_name, atomic_write_json
+from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo")
 ADVANTAGES = ("reward_is_q", "gae")
@@ -89,8 +93,10 @@ class RLConfig:
     generation_batch_size: int = 64
     seed: int = 0
     progress: bool = True
+    report_to: str = "tensorboard"  # tensorboard (output_dir/tensorboard) | wandb | none (common.tracking)
 
     def __post_init__(self) -> None:
+        check_report_to(self.report_to, "RLConfig")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"RLConfig.algorithm: {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
         if self.advantage not in ADVANTAGES:
@@ -145,7 +151,8 @@ def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer
 
 
 def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
+    """torch.save through the stage convention's temporary name and a rename (never half-written)."""
+    tmp = _tmp_name(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -184,8 +191,6 @@ class VLLMPolicyEngine:
         return weakref.ref(policy), tuple(p._version for p in policy.parameters())
 
     def __call__(self, policy: torch.nn.Module) -> Generator:
-        from common.generation import VLLMGenerator, save_for_vllm
-
         ref, versions = self._state(policy)
         if self.generator is None:
             path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")
@@ -242,7 +247,7 @@ def run_rl(
     curve, start, steps = [], 0, 0
     if (out / STATE_FILE).exists():
         state = torch.load(out / STATE_FILE, weights_only=False)
-        if state["config"] != asdict(cfg) | {"progress": state["config"]["progress"]}:
+        if _trajectory(state["config"]) != _trajectory(asdict(cfg)):
             raise ValueError(f"{out / STATE_FILE}: saved with a different RLConfig; use a new output_dir")
         policy.load_state_dict(state["policy"])
         opt.load_state_dict(state["opt"])
@@ -252,6 +257,9 @@ def run_rl(
         curve, start, steps = state["curve"], state["chunk"], state["steps"]
     elif evaluate is not None:
         curve.append({"chunk": 0, "step": 0, **evaluate(policy)})
+    tracker = start_tracker(cfg.report_to, out / "tensorboard", run_name=out.name, config=asdict(cfg))
+    if start == 0 and curve:
+        tracker.log(_scalars(curve[0]), step=0)
     gen = None
     if generator_factory is None:
         gen = HFGenerator(policy, tokenizer, batch_size=cfg.generation_batch_size, progress=False)
@@ -313,16 +321,34 @@ def run_rl(
         seq_reward = (rewards.sum(1) / mask.sum(1)).mean()
         stats = {"token_reward": float(rewards[mask].mean()), "seq_reward": float(seq_reward)}
         stats["loss"] = sum(losses) / len(losses)
+        scalars = {"chunk": k + 1, **stats}
         if evaluate is not None and ((k + 1) % cfg.eval_every == 0 or k + 1 == cfg.chunks):
             curve.append({"chunk": k + 1, "step": steps, **stats, **evaluate(policy)})
             bar.set_postfix({key: round(v, 3) for key, v in curve[-1].items() if isinstance(v, float)})
+            scalars = curve[-1]
+        tracker.log(_scalars(scalars), step=steps)
         state = {"policy": policy.state_dict(), "opt": opt.state_dict(), "curve": curve, "chunk": k + 1}
         if critic is not None:
             state |= {"critic": critic.state_dict(), "critic_opt": critic_opt.state_dict()}
         _save(out / STATE_FILE, state | {"steps": steps, "config": asdict(cfg)})
+    tracker.finish()
     write_curve(curve, out)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    atomic_write_json(out / "config.json", asdict(cfg))
     return curve
+
+
+def _trajectory(config: dict) -> dict:
+    """The RLConfig fields a resumed run must share with the saved one (not progress or the tracker)."""
+    return {k: v for k, v in config.items() if k not in ("progress", "report_to")}
+
+
+def _scalars(row: dict) -> dict[str, float]:
+    """A curve row as tracker scalars `rl/<name>` (numbers only; `step` is the tracker's x axis)."""
+    return {
+        f"rl/{k}": float(v)
+        for k, v in row.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def evaluate_pass_at_k(

