@@ -402,10 +402,3 @@ def compare_numbers(slug: str, scale: str, tolerance: float = 1.0, root: Path | 
             got = float(row["value"])
             out.append({**row, "published": ref, "delta": got - ref, "within": abs(got - ref) <= tolerance})
     return out
-
-
-if __name__ == "__main__":
-    # `python -m common.results tables|diff ...`: the commands live beside the renderers.
-    from common.tables import main
-
-    raise SystemExit(main())

@@ -56,7 +56,7 @@ from common.rl import (
     sequence_logprobs,
     value_loss,
 )
-from common.stages import _tmp_name, atomic_write_json
+from common.stages import atomic_write_json, temp_path
 from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo")
@@ -152,7 +152,7 @@ def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer
 
 def _save(path: Path, state: dict) -> None:
     """torch.save through the stage convention's temporary name and a rename (never half-written)."""
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -52,8 +52,9 @@ def stage_hash(settings: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def _tmp_name(path: Path) -> Path:
-    # per process: two processes may race to write the same stage output
+def temp_path(path: Path) -> Path:
+    """The temporary name a file or folder is written under before its rename (per process: two
+    processes may race to write the same stage output)."""
     return path.with_name(f"{path.name}.tmp{os.getpid()}")
 
 
@@ -61,7 +62,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and a rename (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
@@ -72,14 +73,16 @@ def atomic_write_json(path: str | Path, data: Any, indent: int | None = 1) -> Pa
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to `path` on success.
 
-    If another process finished the same folder first, its copy is kept (same settings, same content);
-    on an error the temporary folder is removed and `path` is left as it was."""
+    `replace=False` (caches that several processes may build at once: same settings, same content):
+    a `path` that exists by the end, because another process finished first, is kept and this copy
+    dropped, so a reader of theirs is never cut off. On an error the temporary folder is removed and
+    `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temp_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -88,6 +91,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if path.exists():
+        if not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         shutil.rmtree(path)
     try:
         tmp.rename(path)

@@ -3,7 +3,7 @@
     python -m common.tables tables [--paper qrm] [--scale toy]   # rewrite the generated README blocks
     python -m common.tables diff qrm [--scale small] [--tolerance 1.0]   # print one paper's comparison
 
-(`python -m common.results ...` is the same command; `make tables` runs it.) Only the text between the
+(`make tables` runs it.) Only the text between the
 marker comments is rewritten; everything else in a README is left alone.
 
 A paper's block, per scale with results: the aggregate table (one row per method x benchmark x metric

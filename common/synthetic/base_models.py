@@ -122,7 +122,7 @@ def _train_base(size: str, out: Path, cfg: WorldConfig, seed: int, vocab_size: i
         collate_fn=pad_collate(tok),
     )
     log.info("base model %s: %d SFT steps in %.0f s", size, spec.steps, time.perf_counter() - start)
-    with stages.atomic_dir(out / "model") as tmp:
+    with stages.atomic_dir(out / "model", replace=False) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         info = {"size": size, "spec": asdict(spec), "seed": seed, "train_examples": len(data)}

@@ -69,6 +69,6 @@ def world_tokenizer(cfg: WorldConfig = DEFAULT_WORLD, vocab_size: int = 600) -> 
     """The world's tokenizer, trained on first use and cached (atomic write) by config hash."""
     out = stages.runs_dir() / "tokenizers" / tokenizer_key(cfg, vocab_size)
     if not (out / "tokenizer.json").exists():
-        with stages.atomic_dir(out) as tmp:  # two runs may race here: same content either way
+        with stages.atomic_dir(out, replace=False) as tmp:  # two runs may race here: same content either way
             train_tokenizer(corpus(cfg), vocab_size).save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(out)
