@@ -164,7 +164,9 @@ def test_value_loss_and_kl():
     ret = torch.tensor([[5.0, 0.0, 0.0]], dtype=torch.float64)
     mask = torch.tensor([[False, True, True]])
     assert value_loss(v, ret, mask).item() == pytest.approx((1 + 4) / 2)
-    assert torch.equal(kl_abs(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])), torch.tensor([1.0, 2.0]))
+    assert torch.equal(
+        kl_abs(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])), torch.tensor([1.0, 2.0])
+    )
     with pytest.raises(ValueError, match="kl_abs: shapes"):
         kl_abs(torch.zeros(2), torch.zeros(3))
 

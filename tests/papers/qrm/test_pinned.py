@@ -5,11 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from common.models import build_tiny_causal_lm
+from common.models import build_tiny_causal_lm, load_tokenizer
 from common.synthetic.tokenizer import world_tokenizer
 from papers.qrm.config import get_config
 from papers.qrm.data import toy_task
-from common.models import load_tokenizer
 from papers.qrm.stages import Sampler, rl_stage, rm_stage
 
 QRM_LOSSES = [2.125354290008545, 2.1313514709472656, 2.1248669624328613, 2.132739543914795]
