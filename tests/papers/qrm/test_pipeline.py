@@ -66,13 +66,13 @@ def test_miniature_pipeline_writes_rows_matching_the_claims(mini):
     assert (out / "curves_reinforce.png").exists() and (out / "curves_ppo.png").exists()
     assert (out / "gru_check.png").exists() and (out / "provenance.json").exists()
     assert results["reinforce_qrm_beats_dpo_rm"].reproduced_delta is not None
-    methods = {r["method"] for r in rows if r["metric"] == "Pass@1 (sampled, T=1)"}
+    methods = {r["method"] for r in rows if r["metric"] == "pass@1 (sampled, T=1)"}
     assert {"SFT", "REINFORCE+oracle", "REINFORCE+DPO-RM"} <= methods
     rms = {r["method"] for r in rows if r["metric"] == "pairwise accuracy" and r["setting"] != "gru check"}
     assert rms == {"Q-RM", "ORM", "DPO-RM"}
     # points: every Pass@1 and accuracy row is a multiple of 100 / n of its problems, within [0, 100]
     for r in rows:
-        if r["metric"] == "Pass@1":
+        if r["metric"] == "pass@1":
             assert round(float(r["value"]) * 6 / 100, 6) == round(float(r["value"]) * 6 / 100)
     assert any(float(r["value"]) > 1 for r in rows if "accuracy" in r["metric"])
     # rerun: every stage is cached, same rows
