@@ -134,6 +134,13 @@ def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = Non
         plots.append(plot_gru_check(gru, out_dir / "gru_check.png"))
     atomic_write_json(out_dir / "curves.json", {"runs": runs, "steps_to_threshold": speed_table(runs)})
     e = cfg.eval
+    log.info(
+        "qrm %s: %d RL runs, %d reward models, %.0f s",
+        cfg.scale,
+        len(runs),
+        len(rms),
+        time.perf_counter() - start,
+    )
     return write_results(
         SLUG,
         cfg.scale,
