@@ -13,9 +13,10 @@ src/ppo/buffer.py and src/ppo/trainer.py for the code defaults):
   response tokens of the minibatch; no baseline, no ratio (invariant 9).
 - reward-is-Q advantage (PPO + Q-RM): A_t = r_t - c V_t with c = 0.01, returns R_t = r_t (invariant 10).
 - GAE (every other PPO run): delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lambda A_{t+1},
-  gamma = 0.9, lambda = 0.8 (the run function's defaults), returns = A + V (invariant 11).
+  gamma = 0.9, lambda = 0.8 in the Q-RM code, returns = A + V (invariant 11).
 - PPO-clip actor: -(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t), eps = 0.2 (invariant 12).
-- KL penalty of the code: |log pi_old - log pi_ref| per token.
+- KL penalty of the code: |log pi_old - log pi_ref| per token (`kl_abs`).
+- Leave-one-out group baseline over the samples of one prompt (`loo_group_baseline`).
 - Pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
 The chunked rollout -> reward -> advantage -> update loop with checkpoint/resume is `common.rl_loop`.
 """
@@ -148,7 +149,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 0.9, lam: float = 0.8
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over each row's response tokens; (advantages, returns = A + V).
 
@@ -179,22 +180,28 @@ def reward_is_q_advantages(
     return torch.where(mask, rewards - value_coef * values, zero), torch.where(mask, rewards, zero)
 
 
-def group_baseline_advantages(rewards_seq: torch.Tensor, group_ids: torch.Tensor | list[int]) -> torch.Tensor:
-    """Sequence reward minus the mean of its group (the samples of the same prompt): [batch].
+def loo_group_baseline(rewards: torch.Tensor, mask: torch.Tensor, groups: list[int]) -> torch.Tensor:
+    """Leave-one-out group baseline on token rewards [batch, seq]: r_t minus the mean, over the OTHER
+    samples j of the same group (the samples of one prompt), of their mean response-token reward
+    (1/(G-1) sum_{j != i} mean_t r_{j,t}); a per-sequence constant, so token-level differences are kept.
 
-    A group of one gets advantage 0 (no baseline can be estimated from it without itself).
+    A group of one sample keeps its rewards (no baseline can be estimated without itself); positions
+    outside the mask get 0. The means are taken in float64.
     """
-    rewards_seq = torch.as_tensor(rewards_seq, dtype=torch.float32)
-    groups = torch.as_tensor(group_ids, dtype=torch.long)
-    if rewards_seq.dim() != 1 or groups.shape != rewards_seq.shape:
-        raise ValueError(
-            f"group_baseline_advantages: rewards {tuple(rewards_seq.shape)} and group_ids "
-            f"{tuple(groups.shape)} must both be [batch]"
-        )
-    _, inverse = torch.unique(groups, return_inverse=True)
-    sums = torch.zeros(int(inverse.max()) + 1).index_add_(0, inverse, rewards_seq)
-    counts = torch.zeros_like(sums).index_add_(0, inverse, torch.ones_like(rewards_seq))
-    return rewards_seq - sums[inverse] / counts[inverse]
+    mask = _check_mask(rewards, mask, "loo_group_baseline")
+    if len(groups) != rewards.shape[0]:
+        raise ValueError(f"loo_group_baseline: {len(groups)} group ids for {rewards.shape[0]} rows")
+    if not mask.any(dim=1).all():
+        raise ValueError("loo_group_baseline: a row has no response token")
+    seq = (torch.where(mask, rewards, torch.zeros_like(rewards)).sum(dim=1) / mask.sum(dim=1)).double()
+    g = torch.as_tensor(groups)
+    base = torch.zeros_like(seq)
+    for gid in g.unique():
+        rows = (g == gid).nonzero().flatten()
+        if len(rows) > 1:
+            base[rows] = (seq[rows].sum() - seq[rows]) / (len(rows) - 1)
+    out = rewards - base[:, None].to(rewards.dtype)
+    return torch.where(mask, out, torch.zeros_like(out))
 
 
 def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,9 +236,10 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) 
     return ((values - returns.detach()) ** 2)[mask].mean()
 
 
-def kl_abs_penalty(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """|log pi_old - log pi_ref| per token (the code's KL penalty; multiply by kl_coef and mask)."""
-    _same_shape("kl_abs_penalty", logp_old=logp_old, logp_ref=logp_ref)
+def kl_abs(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
+    """|log pi_old - log pi_ref| per token (the Q-RM code's KL penalty; multiply by kl_coef and mask)."""
+    if logp_old.shape != logp_ref.shape:
+        raise ValueError(f"kl_abs: shapes {tuple(logp_old.shape)} and {tuple(logp_ref.shape)} differ")
     return (logp_old - logp_ref).abs()
 
 

@@ -66,30 +66,31 @@ STATE_FILE = "rl_state.pt"
 
 @dataclass
 class RLConfig:
-    """One RL run. Defaults are the official code's (homzer/Q-RM scripts) where it has one."""
+    """One RL run. Defaults are algorithm-neutral (the textbook forms); each paper's config sets its own
+    (e.g. papers/qrm/config.py: the Q-RM code's reward-is-Q advantage, 0.01 value coefficient, GAE 0.9/0.8)."""
 
     output_dir: str
     chunks: int
     prompts_per_chunk: int
     algorithm: str = "reinforce"  # reinforce | ppo
-    advantage: str = "reward_is_q"  # ppo only: reward_is_q (code --reward_is_q) | gae (other PPO runs)
-    samples_per_prompt: int = 1  # code: 1 sample per prompt
-    minibatch_size: int = 8  # code: 8 (REINFORCE), 10 (PPO actor)
-    inner_epochs: int = 1  # code: 1 pass over each chunk
-    lr: float = 1e-6  # code: 1e-6 (REINFORCE), 5e-6 (PPO)
-    warm_lr_factor: float = 1.0  # PPO code: 0.075 x lr for the first `warm_chunks` chunks
-    warm_chunks: int = 0  # PPO code: 2
-    critic_lr: float = 1e-5  # code: max(1e-5, lr)
-    value_coef: float = 0.01  # reward_is_q: A = r - value_coef * V (code 0.01; the paper writes 1)
-    normalize_values: bool = True  # code: V / std_chunk(V)
-    gamma: float = 0.9  # GAE (code defaults)
-    lam: float = 0.8
+    advantage: str = "gae"  # ppo only: gae | reward_is_q (A = r - value_coef * V, returns r)
+    samples_per_prompt: int = 1
+    minibatch_size: int = 8
+    inner_epochs: int = 1  # passes over each chunk
+    lr: float = 1e-6
+    warm_lr_factor: float = 1.0  # lr x this for the first `warm_chunks` chunks
+    warm_chunks: int = 0
+    critic_lr: float = 1e-5
+    value_coef: float = 1.0  # reward_is_q only: A = r - value_coef * V
+    normalize_values: bool = False  # True: V / std_chunk(V) before the advantage
+    gamma: float = 1.0  # GAE discount
+    lam: float = 0.95  # GAE lambda
     clip: float = 0.2
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256
-    max_grad_norm: float | None = 1.0  # ours; None = off as in the code
-    eval_every: int = 1  # chunks between evaluations (the code evaluates after every chunk)
+    max_grad_norm: float | None = 1.0  # None = off
+    eval_every: int = 1  # chunks between evaluations
     generation_batch_size: int = 64
     seed: int = 0
     progress: bool = True

@@ -17,14 +17,11 @@ Greedy token accuracy over the 16 prompts every 10 iterations. Choices the spec 
 init seed 0 and data order seeded 0, RM heads without bias (as the paper's), rollout sampling generator
 seeded with the run seed (the same stream for every arm), policy init seed 1000 + seed.
 
-`python -m papers.qrm.gru_check --help`.
+Run by the pipeline when `gru.enabled` (`--set gru.seeds=[0] --set gru.oracles=true` to vary it).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -314,38 +311,3 @@ def plot_gru_check(result: dict, path: str | Path) -> Path:
         series[arm] = [(it, sum(r[j] for r in runs) / len(runs)) for j, it in enumerate(result["iterations"])]
     title = f"GRU check, REINFORCE (mean of {len(result['seeds'])} seeds)"
     return plot_curves(series, path, title, "iteration", "greedy token accuracy")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m papers.qrm.gru_check",
-        description="The Q-RM spec's calibrated toy check (GRU Q-RM vs ORM, REINFORCE); prints the criteria.",
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds (default 0 1 2)")
-    parser.add_argument("--iterations", type=int, default=200, help="REINFORCE iterations (default 200)")
-    parser.add_argument("--oracles", action="store_true", help="also run the token/sequence oracle arms")
-    parser.add_argument("--out", type=Path, help="write the full result dict as JSON here")
-    parser.add_argument("--plot", type=Path, help="write the curves (mean over seeds) as a PNG here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.iterations < EVAL_EVERY:
-        print(f"gru_check: --iterations must be >= {EVAL_EVERY}", file=sys.stderr)
-        return 2
-    result = run_gru_check(tuple(args.seeds), args.iterations, not args.quiet, args.oracles)
-    print(f"RM pairwise accuracy: {json.dumps(result['rm_accuracy'])}")
-    for arm, per_seed in result["curves"].items():
-        for seed, curve in per_seed.items():
-            print(f"{arm:13s} seed {seed}: " + " ".join(f"{x:.2f}" for x in curve[3::3]))
-    for name, crit in result["criteria"].items():
-        print(f"{name}: {json.dumps(crit)}")
-    print(f"passed: {result['passed']}  ({result['wall_time_s']:.1f} s)")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
-    if args.plot:
-        plot_gru_check(result, args.plot)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.rl import kl_abs
+
 ORM_MODES = ("broadcast", "last")
 
 
@@ -117,13 +119,6 @@ def qrm_reinforce_rewards(
     """REINFORCE + Q-RM token rewards: Z / std_chunk(Z), then the EOS overwrite (spec, REINFORCE steps 1-2)."""
     r = normalize_token_rewards(z, mask, sub_mean)
     return overwrite_last_with_mean(r, mask) if eos_overwrite else r
-
-
-def kl_abs(logp_old: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """|log pi_old - log pi_ref| per token: the code's KL penalty estimate."""
-    if logp_old.shape != logp_ref.shape:
-        raise ValueError(f"kl_abs: shapes {tuple(logp_old.shape)} and {tuple(logp_ref.shape)} differ")
-    return (logp_old - logp_ref).abs()
 
 
 def qrm_ppo_rewards(

@@ -13,8 +13,8 @@ from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm
 from common.rl import (
     gae,
-    group_baseline_advantages,
-    kl_abs_penalty,
+    kl_abs,
+    loo_group_baseline,
     pass_at_k,
     ppo_clip_loss,
     reinforce_loss,
@@ -159,16 +159,41 @@ def test_ppo_clip_gradient_zero_outside_band_on_favoured_side(sign):
     assert g[2].item() == pytest.approx(-1.1 * sign / 3, abs=1e-12)
 
 
-def test_value_loss_kl_and_group_baseline():
+def test_value_loss_and_kl():
     v = torch.tensor([[0.0, 1.0, 2.0]], dtype=torch.float64)
     ret = torch.tensor([[5.0, 0.0, 0.0]], dtype=torch.float64)
     mask = torch.tensor([[False, True, True]])
     assert value_loss(v, ret, mask).item() == pytest.approx((1 + 4) / 2)
     assert torch.equal(
-        kl_abs_penalty(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])), torch.tensor([1.0, 2.0])
+        kl_abs(torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -1.0])), torch.tensor([1.0, 2.0])
     )
-    adv = group_baseline_advantages(torch.tensor([1.0, 0.0, 0.5, 3.0]), [7, 7, 9, 9])
-    assert adv.tolist() == pytest.approx([0.5, -0.5, -1.25, 1.25])
+    with pytest.raises(ValueError, match="kl_abs: shapes"):
+        kl_abs(torch.zeros(2), torch.zeros(3))
+
+
+def test_loo_group_baseline_matches_float64_reference():
+    torch.manual_seed(0)
+    r = torch.randn(5, 7)
+    mask = torch.zeros(5, 7, dtype=torch.bool)
+    for i, (a, b) in enumerate([(1, 5), (2, 7), (0, 3), (3, 6), (1, 2)]):
+        mask[i, a:b] = True
+    groups = [0, 0, 0, 1, 2]  # a group of 3, one of 1, one of 1
+    out = loo_group_baseline(r, mask, groups)
+    rd = r.double()
+    seq = [rd[i][mask[i]].mean().item() for i in range(5)]
+    for i in range(5):
+        others = [seq[j] for j in range(5) if groups[j] == groups[i] and j != i]
+        base = sum(others) / len(others) if others else 0.0
+        expect = torch.where(mask[i], rd[i] - base, torch.zeros(7, dtype=torch.float64))
+        assert torch.allclose(out[i].double(), expect, atol=1e-6)
+    # token-level differences inside a sequence are kept
+    assert torch.allclose((out[0] - r[0])[mask[0]], (out[0] - r[0])[mask[0]][0].expand(4))
+    # sequence-level rewards (one token each): r_i - mean of the others, e.g. [1, 0] -> [1, -1]
+    one = torch.ones(4, 1, dtype=torch.bool)
+    seq_out = loo_group_baseline(torch.tensor([[1.0], [0.0], [0.5], [3.0]]), one, [7, 7, 9, 9])
+    assert seq_out.flatten().tolist() == pytest.approx([1.0, -1.0, -2.5, 2.5])
+    with pytest.raises(ValueError, match="group ids"):
+        loo_group_baseline(r, mask, [0, 1])
 
 
 # --- Pass@k ------------------------------------------------------------------------------------------
@@ -248,7 +273,7 @@ def _ppo_run(tokenizer, out, crash_at=None):
         calls["n"] += 1
         if calls["n"] == crash_at:
             raise KeyboardInterrupt
-        return base(ro) - 0.01 * kl_abs_penalty(ro.logp_old, ro.logp_ref) * ro.response_mask
+        return base(ro) - 0.01 * kl_abs(ro.logp_old, ro.logp_ref) * ro.response_mask
 
     cfg = RLConfig(
         output_dir=str(out),
@@ -256,6 +281,9 @@ def _ppo_run(tokenizer, out, crash_at=None):
         prompts_per_chunk=4,
         minibatch_size=2,
         algorithm="ppo",
+        advantage="reward_is_q",  # the Q-RM code's PPO (A = r - 0.01 V on V / std_chunk(V))
+        value_coef=0.01,
+        normalize_values=True,
         lr=3e-3,
         critic_lr=1e-2,
         max_tokens=5,

