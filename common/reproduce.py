@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, format_config
-from common.results import PAPERS, SCALES
+from common.results import PAPERS, SCALES, ResultsError
 from common.tables import render_paper_block, write_tables
 
 log = logging.getLogger(__name__)
-EXIT_USAGE, EXIT_NO_PIPELINE = 2, 3
+EXIT_USAGE, EXIT_NO_PIPELINE, EXIT_RESULTS = 2, 3, 4
 LOG_FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 
 EXAMPLES = """\
@@ -143,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["REPRO_DATA_DIR"] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
     out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
-    print(report(args.paper, args.scale, Path(out)))
+    try:
+        print(report(args.paper, args.scale, Path(out)))
+    except ResultsError as err:  # e.g. rows in the wrong units: the results stay, the tables are refused
+        print(f"error: results in {out}, but the tables were not rendered: {err}", file=sys.stderr)
+        return EXIT_RESULTS
     return 0
 
 

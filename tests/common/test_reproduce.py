@@ -150,14 +150,15 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
         rows = [
             dict(
                 table="toy",
-                setting="s",
+                setting=f"s seed {seed}",
                 model="tiny",
                 method=m,
                 benchmark="toy-arith",
                 metric="pass@1",
-                value=v,
+                value=v + seed,
             )
-            for m, v in (("REINFORCE+Q-RM", 0.4), ("REINFORCE+ORM", 0.3))
+            for seed in (0, 1)
+            for m, v in (("REINFORCE+Q-RM", 40.0), ("REINFORCE+ORM", 30.0))
         ]
         return results.write_results("qrm", cfg.scale, rows, seeds=[0], config={}, wall_time_s=1.0)
 
@@ -170,7 +171,7 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
     assert reproduce.main(["qrm", "--force", "--data-dir", str(tmp_path / "mirror")]) == 0
     assert calls == [("toy", True, str(tmp_path / "mirror"))]
     out = capsys.readouterr().out
-    assert "### Claims at toy scale" in out and "| +0.100 | yes |" in out
+    assert "### Claims at toy scale" in out and "| +10.00 ± 0.00 (n=2) | [+10.00, +10.00] | holds |" in out
     # qrm claims: REINFORCE (rows given) holds, PPO and the DPO-RM claim have no rows
-    assert "| built | toy | 1/1 hold, 2 without rows |" in (tmp_path / "README.md").read_text()
+    assert "| built | toy | 1 s | 1/1 hold, 2 without rows |" in (tmp_path / "README.md").read_text()
     assert "Reproduced, toy scale" in (tmp_path / "papers" / "qrm" / "README.md").read_text()
