@@ -10,6 +10,8 @@ asked for (the paper's is UNCONFIRMED; the model's chat template may add its own
   `vllm serve` server. The openai client retries; a call that still fails comes back as
   `ChatReply(text="", error=...)`, which the evaluator records as failed and never scores.
 - `PolicyModel`: a fixed answering rule (oracle, always "A", a random letter): the evaluator's acceptance test.
+
+`make_model(spec, ...)` builds any of them from one string; the CLI and the recipe both use it.
 """
 
 from __future__ import annotations
