@@ -159,3 +159,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys, monkeypatch
     assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_cli_default_run_directory_is_under_repro_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path))
+    args = ["--model", "policy:oracle", "--categories", "ep-situ", "--data-dir", str(SHARED), "--limit", "3"]
+    assert cli.main([*args, "--no-progress"]) == 0
+    outputs = tmp_path / "socialbench" / "policy_oracle" / "outputs.jsonl"
+    assert len(outputs.read_text().splitlines()) == 3
