@@ -43,9 +43,15 @@ def messages_for(prompt: str | Messages, system_prompt: str | None = None) -> Me
 
 
 def parse_model_spec(spec: str) -> tuple[str | None, str | None]:
-    """`openai:<model>` -> (None: the OpenAI API, model); `http(s)://host/v1[#model]` -> (url, model|None)."""
+    """`openai:<model>` -> (None: the OpenAI API, model); `http(s)://host/v1[#model]` -> (url, model|None)
+    (no model: the first one the server lists). Anything else raises `ValueError`."""
     if spec.startswith("openai:"):
-        return None, spec.split(":", 1)[1] or None
+        model = spec.split(":", 1)[1]
+        if not model:
+            raise ValueError(f"model spec {spec!r}: name the model, e.g. openai:gpt-4o-mini")
+        return None, model
+    if not spec.startswith(("http://", "https://")):
+        raise ValueError(f"model spec {spec!r}: expected openai:<model> or http(s)://host/v1[#model]")
     url, _, model = spec.partition("#")
     return url, model or None
 
@@ -108,6 +114,11 @@ class ChatClient:
             self.model = self.client.models.list().data[0].id
         return self.model
 
+    @staticmethod
+    def _error(err: Exception) -> str:
+        first = str(err).splitlines()[0] if str(err) else ""
+        return f"{type(err).__name__}: {first}"[:300]
+
     def chat(self, prompt: str | Messages, *, seed: int | None = None) -> ChatReply:
         """One chat completion (the client retries); never raises for a server or network problem."""
         try:
@@ -123,8 +134,7 @@ class ChatClient:
                 **kwargs,
             )
         except self._openai.OpenAIError as err:
-            first = str(err).splitlines()[0] if str(err) else ""
-            return ChatReply("", error=f"{type(err).__name__}: {first}"[:300])
+            return ChatReply("", error=self._error(err))
         if not response.choices:
             return ChatReply("", error="empty response: no choices")
         choice = response.choices[0]
@@ -139,7 +149,10 @@ class ChatClient:
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         if not prompts:
             return []
-        self.served_model()  # once, before the threads start
+        try:
+            self.served_model()  # once, before the threads start
+        except self._openai.OpenAIError as err:  # no model list (server down after every retry)
+            return [ChatReply("", error=self._error(err)) for _ in prompts]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
             jobs = pool.map(lambda ps: self.chat(ps[0], seed=ps[1]), zip(prompts, seeds))
             return list(tqdm(jobs, total=len(prompts), desc=f"chat {self.name}", disable=not self.progress))

@@ -1,38 +1,31 @@
 """The models SocialBench queries: local HF/vLLM chat models, OpenAI-compatible endpoints, fixed policies.
 
-Each is an `Answerer`: `answer(items) -> list[Reply]`, one reply per item, plus `settings()` (recorded next
+Each is an `Answerer`: `answer(items) -> list[ChatReply]`, one reply per item, plus `settings()` (recorded next
 to the outputs; a resumed run must have the same settings). Every query is zero-shot, one user turn
 holding the official prompt (spec "Evaluation algorithm", step 3); a system prompt is added only when
 asked for (the paper's is UNCONFIRMED; the model's chat template may add its own default).
 
 - `LocalChatModel`: any `common.generation.Generator` (HF or vLLM) with the tokenizer's chat template.
-- `OpenAIChatModel`: a chat-completions endpoint through the `openai` client: an API model, or a
-  `vllm serve` server. Each call is retried with exponential backoff; a call that still fails comes back
-  as `Reply(text="", error=...)`, which the evaluator records as failed and never scores.
+- `EndpointModel`: a chat-completions endpoint through `common.chat.ChatClient`: an API model, or a
+  `vllm serve` server. The openai client retries; a call that still fails comes back as
+  `ChatReply(text="", error=...)`, which the evaluator records as failed and never scores.
 - `PolicyModel`: a fixed answering rule (oracle, always "A", a random letter): the evaluator's acceptance test.
+
+`make_model(spec, ...)` builds any of them from one string; the CLI and the recipe both use it.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import random
-import sys
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Protocol
 
-from common.generation import SamplingParams
+from common.chat import ChatClient, ChatReply, messages_for, parse_model_spec
+from common.generation import SamplingParams, make_generator
+from common.models import resolve
 from papers.socialbench.prompts import build_prompt
 
-
-@dataclass
-class Reply:
-    text: str
-    error: str | None = None
-    """Why the call failed after every retry; None for a successful call (even an empty reply)."""
-    attempts: int = 1
+log = logging.getLogger(__name__)
 
 
 class Answerer(Protocol):
@@ -40,12 +33,7 @@ class Answerer(Protocol):
 
     def settings(self) -> dict: ...
 
-    def answer(self, items: list[dict]) -> list[Reply]: ...
-
-
-def chat_messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": prompt}]
+    def answer(self, items: list[dict]) -> list[ChatReply]: ...
 
 
 class LocalChatModel:
@@ -72,7 +60,7 @@ class LocalChatModel:
         self.max_prompt_tokens = max_prompt_tokens
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         if not self.has_template:
-            print(f"warning: {name} has no chat template; prompts are sent as plain text", file=sys.stderr)
+            log.warning("%s has no chat template; prompts are sent as plain text", name)
         self.truncated = 0
 
     def settings(self) -> dict:
@@ -90,7 +78,7 @@ class LocalChatModel:
         if not self.has_template:
             return prompt
         return self.tokenizer.apply_chat_template(
-            chat_messages(prompt, self.system_prompt), tokenize=False, add_generation_prompt=True
+            messages_for(prompt, self.system_prompt), tokenize=False, add_generation_prompt=True
         )
 
     def encode(self, prompt: str) -> list[int]:
@@ -107,11 +95,11 @@ class LocalChatModel:
         head = min(head, budget // 2)
         return ids[:head] + ids[len(ids) - (budget - head) :]
 
-    def answer(self, items: list[dict]) -> list[Reply]:
+    def answer(self, items: list[dict]) -> list[ChatReply]:
         if not items:
             return []
         completions = self.generator.generate([self.encode(build_prompt(it)) for it in items], self.params)
-        return [Reply(c.text.strip()) for c in completions]
+        return [ChatReply(c.text.strip(), finish_reason=c.finish_reason) for c in completions]
 
 
 def local_chat_model(
@@ -121,9 +109,6 @@ def local_chat_model(
 
     `engine`: keyword arguments of the generator (vLLM engine arguments, or the HF batch size).
     """
-    from common.generation import make_generator
-    from common.models import resolve
-
     path = resolve(name_or_path)
     generator = make_generator(path, tokenizer=path, backend=backend, **(engine or {}))
     if kwargs.get("max_prompt_tokens") is None:  # default: whatever fits the context with the reply
@@ -143,96 +128,60 @@ def context_length(generator) -> int | None:
         return None
 
 
-# HTTP statuses worth retrying: timeouts, conflicts, rate limits and server errors.
-RETRYABLE_STATUS = {408, 409, 429} | set(range(500, 600))
+class EndpointModel:
+    """An OpenAI-compatible endpoint (`common.chat.ChatClient`: the openai client's own retries, bounded
+    concurrency, a per-request timeout) answering SocialBench items; failed calls keep `.error`."""
 
+    def __init__(self, client: ChatClient):
+        self.client = client
 
-class OpenAIChatModel:
-    """An OpenAI-compatible chat endpoint; `base_url=None` means the OpenAI API ($OPENAI_BASE_URL)."""
-
-    def __init__(
-        self,
-        base_url: str | None,
-        model: str | None = None,
-        api_key: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        system_prompt: str | None = None,
-        timeout_s: float = 120.0,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        concurrency: int = 8,
-        seed: int | None = 0,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        import openai
-
-        self._openai = openai
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # a local server takes any key
-        # Our own retry loop (below), so that the backoff is explicit and every attempt is counted.
-        self.client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=0)
-        self.base_url, self.model = base_url, model
-        self.max_tokens, self.temperature, self.system_prompt = max_tokens, temperature, system_prompt
-        self.timeout_s, self.max_retries = timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-        self.concurrency, self.seed, self.sleep = concurrency, seed, sleep
-        self.name = model or base_url or "openai"
+    @property
+    def name(self) -> str:
+        return self.client.name
 
     def settings(self) -> dict:
-        return {
-            "kind": "endpoint",
-            "base_url": self.base_url,
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "system_prompt": self.system_prompt,
-        }
+        """What the outputs depend on; the timeout and retry count do not, so changing them still resumes."""
+        return {k: v for k, v in self.client.settings().items() if k not in ("timeout_s", "max_retries")}
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (0-based): exponential, capped."""
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
+    def answer(self, items: list[dict]) -> list[ChatReply]:
+        replies = self.client.chat_many([build_prompt(it) for it in items])
+        return [ChatReply(r.text.strip(), r.error, r.finish_reason) for r in replies]
 
-    def served_model(self) -> str:
-        """The model name to send: the one given, else the first one the server lists."""
-        if self.model is None:
-            self.model = self.client.models.list().data[0].id
-            self.name = self.model
-        return self.model
 
-    def _retryable(self, err: Exception) -> bool:
-        if isinstance(err, self._openai.APIStatusError):
-            return err.status_code in RETRYABLE_STATUS
-        return isinstance(err, self._openai.APIConnectionError | self._openai.APITimeoutError)
-
-    def chat(self, prompt: str) -> Reply:
-        """One chat completion with retries; never raises for a server problem."""
-        messages = chat_messages(prompt, self.system_prompt)
-        error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(
-                    model=self.served_model(),
-                    messages=messages,
-                    max_tokens=self.max_tokens,
-                    temperature=self.temperature,
-                    seed=self.seed,
-                )
-                content = response.choices[0].message.content if response.choices else None
-                return Reply((content or "").strip(), attempts=attempt + 1)
-            except self._openai.OpenAIError as err:
-                error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-                if not self._retryable(err):
-                    return Reply("", error=error, attempts=attempt + 1)
-            if attempt < self.max_retries:
-                self.sleep(self.backoff(attempt))
-        return Reply("", error=error, attempts=self.max_retries + 1)
-
-    def answer(self, items: list[dict]) -> list[Reply]:
-        prompts = [build_prompt(it) for it in items]
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self.chat, prompts))
+def make_model(
+    spec: str,
+    *,
+    backend: str = "auto",
+    engine: dict | None = None,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    system_prompt: str | None = None,
+    seed: int = 0,
+    max_prompt_tokens: int | None = None,
+    served_model_name: str | None = None,
+    timeout_s: float = 120.0,
+    max_retries: int = 5,
+    concurrency: int = 8,
+) -> Answerer:
+    """A model spec -> an `Answerer`: `policy:<p>`, `http(s)://host/v1[#model]`, `openai:<model>`, or a
+    local chat model (short name, folder, hub id). The CLI and the pipeline both build models here."""
+    if spec.startswith("policy:"):
+        return PolicyModel(spec.split(":", 1)[1], seed=seed)
+    decoding = dict(max_tokens=max_tokens, temperature=temperature, system_prompt=system_prompt, seed=seed)
+    if spec.startswith(("http://", "https://", "openai:")):
+        base_url, model = parse_model_spec(spec)
+        client = ChatClient(
+            base_url,
+            served_model_name or model,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            concurrency=concurrency,
+            **decoding,
+        )
+        return EndpointModel(client)
+    return local_chat_model(
+        spec, backend=backend, engine=engine, max_prompt_tokens=max_prompt_tokens, **decoding
+    )
 
 
 POLICIES = ("oracle", "always-A", "random-letter")
@@ -264,5 +213,5 @@ class PolicyModel:
             return "A"
         return random.Random(f"{self.seed}:{item['id']}").choice(list(choices))
 
-    def answer(self, items: list[dict]) -> list[Reply]:
-        return [Reply(self._one(it)) for it in items]
+    def answer(self, items: list[dict]) -> list[ChatReply]:
+        return [ChatReply(self._one(it)) for it in items]

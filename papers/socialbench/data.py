@@ -3,8 +3,9 @@
 Each file is checked against its git blob id at commit 1287b67 (`git hash-object FILE` gives the same
 id), wherever it comes from, so a truncated download or an edited mirror stops with one clear line.
 Look-up order for a file:
-1. a mirror directory (`data_dir`, `--data-dir` or $REPRO_DATA_DIR) holding `socialbench/<file>`, the layout
-   of `../shared/data` (which mirrors only emotional_perception.json: the other three are 4 MiB or more);
+1. a mirror directory holding `socialbench/<file>`: `data_dir` (`--data-dir`), else $REPRO_DATA_DIR, else
+   `../shared/data` beside the checkout (`common.data.shared_mirror()`; it mirrors only
+   emotional_perception.json: the other three are 4 MiB or more);
 2. the cache, `$REPRO_CACHE/socialbench/<commit>/<file>`;
 3. a download of the raw file from GitHub at the pinned commit into the cache (atomic; skipped when
    HF_HUB_OFFLINE=1 or `download=False`).
@@ -18,8 +19,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-from common.data import resolve_data_dir
-from common.models import cache_dir
+from common.data import resolve_data_dir, shared_mirror
+from common.stages import atomic_write_text, cache_dir
 from papers.socialbench.prompts import ItemError, column_of, normalize_category
 
 REPO = "X-PLUG/SocialBench"
@@ -51,41 +52,39 @@ def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _verified(path: Path, name: str) -> bytes:
-    data = path.read_bytes()
+def _check(data: bytes, name: str, where: str) -> bytes:
     got = git_blob_id(data)
     if got != FILES[name]:
         raise SocialBenchDataError(
-            f"{path}: git blob id {got} != {FILES[name]} expected for {REPO}@{COMMIT[:7]}:data/{name} "
+            f"{where}: git blob id {got} != {FILES[name]} expected for {REPO}@{COMMIT[:7]}:data/{name} "
             "(truncated or edited file; delete it to download again)"
         )
     return data
 
 
+def _verified(path: Path, name: str) -> bytes:
+    return _check(path.read_bytes(), name, str(path))
+
+
 def _download(name: str, dest: Path) -> None:
+    """Fetch one file at the pinned commit, check its blob id in memory, then write it atomically."""
     url = RAW_URL.format(repo=REPO, commit=COMMIT, file=name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            tmp.write_bytes(response.read())
-        _verified(tmp, name)
+            data = response.read()
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise SocialBenchDataError(
             f"could not download {url} ({err}); put the file in <data-dir>/socialbench/{name}"
         ) from None
-    except SocialBenchDataError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, dest)
+    # UTF-8 JSON (checked): decoding and re-encoding gives the same bytes, so the blob id still holds
+    atomic_write_text(dest, _check(data, name, url).decode("utf-8"))
 
 
 def data_file(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> Path:
     """A verified local copy of one official file (see the module docstring for the look-up order)."""
     if name not in FILES:
         raise SocialBenchDataError(f"unknown SocialBench file {name!r}; valid: {', '.join(FILES)}")
-    root = resolve_data_dir(data_dir)
+    root = resolve_data_dir(data_dir) or shared_mirror()
     if root is not None and (root / "socialbench" / name).exists():
         path = root / "socialbench" / name
         _verified(path, name)

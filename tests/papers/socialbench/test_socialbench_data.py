@@ -18,9 +18,17 @@ EP = SHARED / "socialbench" / "emotional_perception.json"
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty cache, no $REPRO_DATA_DIR and no ../shared/data: only a given mirror or a download."""
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("REPRO_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "shared_mirror", lambda: None)
     return tmp_path / "cache"
+
+
+def test_no_data_dir_reads_the_shared_mirror_beside_the_checkout(monkeypatch, tmp_path):
+    monkeypatch.delenv("REPRO_DATA_DIR", raising=False)
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    assert data_file("emotional_perception.json").resolve() == EP.resolve()
 
 
 def test_mirror_file_matches_the_pinned_blob_id():

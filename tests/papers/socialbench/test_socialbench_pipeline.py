@@ -1,28 +1,36 @@
-"""The toy pipeline's rows and acceptance gate (models swapped out), and the local vLLM chat path (slow)."""
+"""The toy pipeline's rows, pinned numbers and acceptance gate (models swapped out), and the local chat
+paths (the vLLM one is slow)."""
 
 import csv
 import functools
 import json
-from dataclasses import replace
+import re
+import statistics
 from pathlib import Path
 
 import pytest
 
+from common.config import ConfigError, apply_overrides
 from common.models import build_tiny_causal_lm, load_tokenizer
 from papers.socialbench import pipeline
-from papers.socialbench.chat_models import LocalChatModel, local_chat_model
+from papers.socialbench.chat_models import LocalChatModel, PolicyModel, local_chat_model
 from papers.socialbench.config import PRESETS, get_config
 from papers.socialbench.data import load_items
+from papers.socialbench.stages import sample_items
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
 
 @pytest.fixture
-def toy_without_models(monkeypatch, tmp_path):
-    config = replace(get_config("toy"), models=())
-    monkeypatch.setattr(pipeline, "get_config", lambda scale: config)
+def results_root(monkeypatch, tmp_path):
+    """write_results into tmp_path; stage outputs under tmp_path/runs ($REPRO_RUNS)."""
     monkeypatch.setattr(pipeline, "write_results", functools.partial(pipeline.write_results, root=tmp_path))
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     return tmp_path / "papers" / "socialbench" / "results" / "toy"
+
+
+def toy_without_models():
+    return apply_overrides(get_config("toy"), ["zero_shot.models=[]"])
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -36,9 +44,16 @@ def value(rows, **match) -> float:
     return hits[0]
 
 
-def test_toy_rows_and_claim_rows(toy_without_models):
-    out = pipeline.reproduce("toy", data_dir=str(SHARED))
-    assert out == toy_without_models
+def per_seed(rows, **match) -> list[float]:
+    """The random-letter rows of one metric, one per seed (setting ends in ` seed <int>`)."""
+    hits = [(r["setting"], float(r["value"])) for r in rows if all(r[k] == v for k, v in match.items())]
+    assert all(re.search(r" seed \d+$", setting) for setting, _ in hits), hits
+    return [v for _, v in hits]
+
+
+def test_toy_rows_and_claim_rows(results_root):
+    out = pipeline.reproduce(toy_without_models(), data_dir=str(SHARED))
+    assert out == results_root
     rows = read_rows(out)
     ep = dict(table="toy", benchmark="SocialBench-EP")
     assert value(rows, model="oracle", metric="score", **ep) == 100.0
@@ -49,7 +64,8 @@ def test_toy_rows_and_claim_rows(toy_without_models):
         26.23, abs=0.01
     )
     assert value(rows, model="always-A", metric="EP Emo. (parse-fail %)", **ep) == 0.0
-    assert 15 < value(rows, model="random-letter", metric="score", **ep) < 27
+    scores = per_seed(rows, model="random-letter", metric="score", **ep)
+    assert len(scores) == 20 and 15 < statistics.fmean(scores) < 27
     assert value(rows, model="analytic chance", metric="DialogueEmotionDetect", **ep) == pytest.approx(12.5)
     assert value(rows, model="always-A", metric="EP Situ. [zh]", **ep) > 0
     assert value(rows, model="overlap-agent", benchmark="synthetic-SA") >= 90
@@ -57,16 +73,73 @@ def test_toy_rows_and_claim_rows(toy_without_models):
     assert value(rows, model="keyword-recall scorer", benchmark="synthetic-memory") == 0.0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["acceptance_failures"] == [] and prov["config"]["scale"] == "toy"
+    assert prov["config"]["zero_shot"]["models"] == [] and prov["seeds"] == list(range(20))
     assert prov["data_commit"].startswith("1287b67")
 
 
-def test_a_wrong_grader_fails_the_acceptance_gate_after_writing(toy_without_models, monkeypatch):
+def test_pinned_toy_numbers(results_root):
+    """The toy table's policy and synthetic numbers, pinned to the values of main at 2b51fd1 (points)."""
+    rows = read_rows(pipeline.reproduce(toy_without_models(), data_dir=str(SHARED)))
+    ep = dict(table="toy", benchmark="SocialBench-EP")
+    always_a = {
+        "EP Situ.": 26.226252,
+        "EP Emo.": 16.043307,
+        "score": 21.13478,
+        "HumorSarcasmDetect": 22.087379,
+    }
+    for metric, want in always_a.items():
+        assert value(rows, model="always-A", metric=metric, **ep) == pytest.approx(want, rel=1e-6)
+    random_mean = {"EP Situ.": 24.134283, "EP Emo.": 17.750984, "score": 20.942634, "EP Emo. [en]": 15.232558}
+    for metric, want in random_mean.items():
+        got = statistics.fmean(per_seed(rows, model="random-letter", metric=metric, **ep))
+        assert got == pytest.approx(want, rel=1e-6), metric
+    synthetic = {
+        ("random-letter", "synthetic-SA"): 28.75,
+        ("random-letter", "synthetic-SP"): 25.25,
+        ("overlap-agent", "synthetic-SA"): 100.0,
+        ("overlap-agent", "synthetic-SP"): 24.75,
+        ("bow-logreg", "synthetic-SA"): 100.0,
+        ("bow-logreg", "synthetic-SP"): 24.75,
+    }
+    for (model, benchmark), want in synthetic.items():
+        assert value(rows, model=model, benchmark=benchmark, metric="score") == pytest.approx(want, rel=1e-4)
+
+
+def test_models_run_through_the_shared_stage_into_repro_runs(results_root, monkeypatch, tmp_path):
+    built = []
+
+    def fake_make_model(spec, **settings):  # the model a preset names, answered by a fixed policy
+        built.append((spec, settings))
+        return PolicyModel("always-A")
+
+    monkeypatch.setattr(pipeline, "make_model", fake_make_model)
+    rows = read_rows(pipeline.reproduce(get_config("toy"), data_dir=str(SHARED)))
+    assert built == [
+        (
+            "smollm2-135m-instruct",
+            dict(
+                backend="vllm",
+                engine={"max_model_len": 4096},
+                max_tokens=16,
+                temperature=0.0,
+                max_prompt_tokens=4096 - 16,
+            ),
+        )
+    ]
+    outputs = tmp_path / "runs" / "socialbench" / "toy" / "smollm2-135m-instruct" / "outputs.jsonl"
+    assert len(outputs.read_text().splitlines()) == 61  # the seeded 5% sample, in $REPRO_RUNS
+    model = dict(model="smollm2-135m-instruct", setting="61 sampled items at 1287b67", table="toy")
+    assert value(rows, metric="score", **model) > 0
+    assert len(per_seed(rows, model="random-letter", metric="score", benchmark="SocialBench-EP")) == 20
+
+
+def test_a_wrong_grader_fails_the_acceptance_gate_after_writing(results_root, monkeypatch):
     monkeypatch.setitem(pipeline.ALWAYS_A_EXPECTED, "Individual-EP-HumorSarcasmDetect", 30.0)
     with pytest.raises(
         RuntimeError, match="acceptance test failed: always-A Individual-EP-HumorSarcasmDetect"
     ):
-        pipeline.reproduce("toy", data_dir=str(SHARED))
-    prov = json.loads((toy_without_models / "provenance.json").read_text())
+        pipeline.reproduce(toy_without_models(), data_dir=str(SHARED))
+    prov = json.loads((results_root / "provenance.json").read_text())
     assert len(prov["acceptance_failures"]) == 1
 
 
@@ -74,7 +147,7 @@ def test_presets_and_sampling():
     assert set(PRESETS) == {"toy", "small", "paper"}
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         get_config("huge")
-    names = {m.name for m in get_config("paper").models}
+    names = {m.name for m in get_config("paper").zero_shot.models}
     assert names == {
         "LLaMA-2-7B-Chat",
         "LLaMA-2-13B-Chat",
@@ -87,9 +160,11 @@ def test_presets_and_sampling():
     with open(Path(pipeline.__file__).parent / "published.csv", newline="") as f:
         published = {r["model"] for r in csv.DictReader(f)}
     assert names <= published
+    with pytest.raises(ConfigError, match="unknown key 'smaple'"):
+        apply_overrides(get_config("toy"), ["zero_shot.smaple=0.1"])
     items = load_items(["EP Situ.", "EP Emo."], SHARED)
-    sample = pipeline.sample_items(items, 0.1, seed=0)
-    assert sample == pipeline.sample_items(items, 0.1, seed=0)
+    sample = sample_items(items, 0.1, seed=0)
+    assert sample == sample_items(items, 0.1, seed=0)
     counts = {c: sum(it["meta"]["category"] == c for it in sample) for c in pipeline.ALWAYS_A_EXPECTED}
     assert counts == {
         "Individual-EP-DialogueEmotionDetect": 60,

@@ -1,0 +1,145 @@
+"""A fake OpenAI-compatible chat server on 127.0.0.1 for the chat-client tests (and any paper's).
+
+    with FakeOpenAI(mode="flaky", fail_first=2) as server:
+        client = ChatClient(server.url, "m")
+        ...
+        assert len(server.requests) == 3                  # every request the server saw, with its payload
+
+Modes (`mode`): "ok" (200, `reply(payload)` as the content), "error" (500 always), "flaky" (500 for the
+first `fail_first` requests, then ok), "429" (429 with `Retry-After: retry_after` for the first
+`fail_first` requests, then ok), "hang" (no answer for `hang_s`, then ok), "bad" (400, a client error).
+Each request may wait `delay(payload)` seconds before answering; `in_flight` / `max_in_flight` count the
+requests being handled at once (measured here, in the server).
+
+Bounded: it listens on the loopback interface only, refuses bodies over `MAX_BODY` bytes (413), drops
+a connection idle for `SOCKET_TIMEOUT_S`, and a hanging request waits at most `hang_s` (or until `stop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import threading
+import time
+from collections.abc import Callable
+
+MODES = ("ok", "error", "flaky", "429", "hang", "bad")
+MAX_BODY = 1 << 20
+SOCKET_TIMEOUT_S = 30
+MODEL_ID = "fake-model"
+
+
+class FakeOpenAI:
+    """The server's behaviour and what it saw; start with `with FakeOpenAI(...) as server:`."""
+
+    def __init__(
+        self,
+        mode: str = "ok",
+        *,
+        fail_first: int = 0,
+        retry_after: float = 1.0,
+        hang_s: float = 3.0,
+        delay: Callable[[dict], float] | None = None,
+        reply: Callable[[dict], str] | None = None,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        self.mode, self.fail_first, self.retry_after, self.hang_s = mode, fail_first, retry_after, hang_s
+        self.delay = delay or (lambda payload: 0.0)
+        self.reply = reply or (lambda payload: "B")
+        self.requests: list[tuple[float, dict]] = []  # (monotonic arrival time, JSON payload)
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start the server first (use it as a context manager)"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        assert self._server.server_address[0] == "127.0.0.1"  # loopback only
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()  # wakes hanging requests
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, payload: dict) -> tuple[int, dict, dict]:
+        """(status, headers, body) for one chat request; records it and counts it in flight."""
+        with self.lock:
+            self.requests.append((time.monotonic(), payload))
+            count = len(self.requests)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.mode == "hang":
+                self.stopping.wait(self.hang_s)
+            wait = self.delay(payload)
+            if wait:
+                self.stopping.wait(wait)
+            if self.mode == "error" or (self.mode == "flaky" and count <= self.fail_first):
+                return 500, {}, _error("internal error", "server_error")
+            if self.mode == "429" and count <= self.fail_first:
+                return 429, {"Retry-After": f"{self.retry_after:g}"}, _error("slow down", "rate_limit")
+            if self.mode == "bad":
+                return 400, {}, _error("context too long", "invalid_request_error")
+            message = {"role": "assistant", "content": self.reply(payload)}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            body = {
+                "id": f"c{count}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": payload.get("model"),
+            }
+            return 200, {}, {**body, "choices": [choice]}
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def _error(message: str, kind: str) -> dict:
+    return {"error": {"message": message, "type": kind}}
+
+
+def _handler(server: FakeOpenAI) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_S
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client timed out, left
+                self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if not self.path.rstrip("/").endswith("/models"):
+                return self._send(404, _error(f"no route {self.path}", "not_found"))
+            model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "test"}
+            self._send(200, {"object": "list", "data": [model]})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                return self._send(413, _error(f"body of {length} bytes > {MAX_BODY}", "too_large"))
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                return self._send(404, _error(f"no route {self.path}", "not_found"))
+            status, headers, body = server.answer(json.loads(self.rfile.read(length)))
+            self._send(status, body, headers)
+
+    return Handler
