@@ -11,12 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from common.models import add_lora, build_tiny_causal_lm, load_causal_lm, load_tokenizer, smollm2_dir
-from papers.mcckd import scaled
-from papers.mcckd.config import TeacherConfig, get_config
-from papers.mcckd.rationales import TooFewRationales
 from papers.mcckd.scaled import ScaledConfig, reproduce_scaled
 from papers.mcckd.scaled_data import (
     MissingTrainData,
@@ -26,6 +20,12 @@ from papers.mcckd.scaled_data import (
     train_questions,
 )
 from papers.mcckd.scaled_eval import decode, in_child, score
+from safetensors.torch import load_file
+
+from common.models import add_lora, build_tiny_causal_lm, load_causal_lm, load_tokenizer, smollm2_dir
+from papers.mcckd import scaled
+from papers.mcckd.config import TeacherConfig, get_config
+from papers.mcckd.rationales import TooFewRationales
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
