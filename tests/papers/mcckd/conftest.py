@@ -1,7 +1,5 @@
 """Fixtures of the MCC-KD tests: a tiny T5 builder and a toy-world task with released rationales."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
@@ -10,8 +8,6 @@ from common.synthetic.tokenizer import world_tokenizer
 from common.synthetic.world import DEFAULT_WORLD, make_splits, valid_rationales
 from papers.mcckd.data import EvalSet, Task, heldout_pairs, toy_prompt
 from papers.mcckd.rationales import ANSWER_SENTENCE
-
-SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
 
 @pytest.fixture
