@@ -362,7 +362,7 @@ def test_toy_block_direction_margin_and_unavailable(root):
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "common.results", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "common.tables", *args], cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
