@@ -7,6 +7,7 @@ and the bad inputs.
 
 import csv
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def small_cfg(tiny_dir, *sets: str):
     return apply_overrides(get_config("small"), [*student, *LIMITS, *sets])
 
 
-def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, capsys):
+def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
     cfg = small_cfg(tiny_dir)
     real_ce = stages.ce_loss_fn
@@ -74,6 +75,8 @@ def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, cap
         with pytest.raises(RuntimeError, match="killed during training"):
             run()
     capsys.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="common.train")
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed during test decoding")
@@ -82,7 +85,7 @@ def test_small_driver_end_to_end_and_resume(tiny_dir, tmp_path, monkeypatch, cap
         m.setattr(stages, "decode", killed)
         with pytest.raises(RuntimeError, match="killed"):
             run()
-    assert "(resuming at step 1 from" in capsys.readouterr().out
+    assert "(resuming at step 1 from" in caplog.text  # common.train logs the resume point
     root = tmp_path / "runs" / "mcckd" / "small" / "svamp"
     cot = [a for a in root.iterdir() if a.name.startswith("CoT-KD")]
     assert len(cot) == 1 and (cot[0] / "best.safetensors").exists() and not (cot[0] / "metrics.json").exists()
