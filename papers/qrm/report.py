@@ -242,21 +242,15 @@ def plot_runs(cfg: QRMConfig, tasks: list[Task], runs: list[dict], sft: dict, ou
                 if task.name == "arith"
                 else f"curves_{task.name}_{algorithm.lower()}.png"
             )
-            # the one-run-per-name form of common.tables.plot_curves on this branch (the per-method form
-            # with `reference={"SFT": ...}` lands with its colours-per-method change)
-            seeds = sorted(cfg.seeds)
-            flat = {f"{m} s{seeds[i]}": run for m, runs_ in series.items() for i, run in enumerate(runs_)}
-            flat["SFT (before RL)"] = [
-                (0, points(sft[task.name]["val"])),
-                (max(x for s in series.values() for run in s for x, _ in run), points(sft[task.name]["val"])),
-            ]
             paths.append(
                 plot_curves(
-                    flat,
+                    series,
                     out_dir / name,
                     f"{task.benchmark}: {algorithm} from {model_name(cfg.policy)}",
                     "policy updates",
                     f"{task.val_benchmark} Pass@1 (greedy, points)",
+                    reference={"SFT (before RL)": points(sft[task.name]["val"])},
+                    band=True,
                 )
             )
     return paths

