@@ -15,6 +15,7 @@ A model that is neither on disk nor reachable stops with one line naming it (`Mo
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from transformers import (
 )
 
 from common.stages import atomic_dir, cache_dir
+
+logger = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(RuntimeError):
@@ -248,10 +251,28 @@ def add_lora(
     """Wrap `model` with LoRA adapters through peft; only the adapters are trainable afterwards.
 
     `task_type` is peft's (`CAUSAL_LM`, `SEQ_CLS`, `FEATURE_EXTRACTION`, or None for a bare module).
+    `target_modules="all-linear+head"`: peft's all-linear (which leaves the output layer out) plus the
+    LM head, unless the head shares its weight with the input embeddings (an adapter merged into a tied
+    head would change the embeddings too): then the head is left out and the log says so.
     """
     from peft import LoraConfig, get_peft_model
+
+    if target_modules == "all-linear+head":
+        target_modules = _linear_with_head(model)
 
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type=task_type
     )
     return get_peft_model(model, config)
+
+
+def _linear_with_head(model: PreTrainedModel) -> list[str] | str:
+    """Names (last component) of every linear layer including the LM head; "all-linear" if it is tied."""
+    head = model.get_output_embeddings()
+    embeddings = model.get_input_embeddings()
+    if head is None or (embeddings is not None and head.weight is embeddings.weight):
+        logger.info("LoRA: the LM head is tied to the input embeddings (or absent): no adapter on it")
+        return "all-linear"
+    return sorted(
+        {name.split(".")[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    )

@@ -15,6 +15,9 @@ sign method - baseline should have), and two blocks naming rows:
     published: {filter: {column: value, ...}, method: M, baseline: B}   # or `delta_method: M` for a
                                                                          # row whose value is the delta
     toy:       {filter: {...}, method: M, baseline: B}                   # rows of the toy pipeline
+    scaled:    {filter: {...}, method: M, baseline: B}                   # optional: the rows small /
+                                                                         # paper write, where the
+                                                                         # published block is a delta row
 `column:` names the column holding M and B when it is not `method` (e.g. `model` for a benchmark
 paper). A block with `unavailable: <why>` has no numbers. A toy block may also set `direction:` (its
 metric's own sense, e.g. a KL where the paper reports accuracy) and `margin:` (the claimed size of the
@@ -28,8 +31,8 @@ paired percentile bootstrap of the mean for n >= 30. With s = +1 (higher) or -1 
     holds         s * interval lies entirely past the margin (> 0 when the margin is 0, >= margin else)
     fails         s * interval lies entirely short of it
     inconclusive  otherwise, and always for a single delta (n = 1 has no interval).
-At toy scale the toy block is read; at small/paper scale the published block is evaluated on the
-reproduced rows, and every reproduced row with a published twin is compared within an absolute
+At toy scale the toy block is read; at small/paper scale the scaled (else the published) block is
+evaluated on the reproduced rows, and every reproduced row with a published twin is compared within an absolute
 tolerance (`diff --tolerance`, default 1.0 point). The published delta is shown beside each verdict.
 
 Toy naming convention for pipelines (the names the toy blocks of claims.yaml use):
@@ -272,7 +275,9 @@ def load_claims(slug: str, root: Path | None = None) -> list[dict]:
         for where, block in (("", claim), (" toy", claim["toy"] if isinstance(claim["toy"], dict) else {})):
             if block.get("direction", "higher") not in ("higher", "lower"):
                 raise ResultsError(f"{path} claim {claim['id']}{where}: direction must be higher or lower")
-        for name in ("published", "toy"):
+        for name in ("published", "toy", "scaled"):
+            if name not in claim:  # only `scaled` is optional
+                continue
             block = claim[name]
             if not isinstance(block, dict) or not (
                 "unavailable" in block or "delta_method" in block or {"method", "baseline"} <= set(block)
@@ -359,12 +364,13 @@ def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[Cla
     with their interval, and the verdict.
 
     Toy scale reads each claim's `toy` block (its own direction and margin if set); small and paper
-    scales read the `published` block, so the reproduced rows must carry the published names.
+    scales read the `scaled` block where there is one, else the `published` block, so the reproduced
+    rows must carry the published names.
     """
     published, reproduced = load_published(slug, root), load_reproduced(slug, scale, root)
     results = []
     for claim in load_claims(slug, root):
-        block = claim["toy"] if scale == "toy" else claim["published"]
+        block = claim["toy"] if scale == "toy" else claim.get("scaled", claim["published"])
         direction = block.get("direction", claim["direction"]) if scale == "toy" else claim["direction"]
         margin = float(block.get("margin", 0)) if scale == "toy" else 0.0
         deltas = paired_deltas(block, reproduced, f"papers/{slug}/claims.yaml {claim['id']} ({scale})")

@@ -24,7 +24,7 @@ The chunked rollout -> reward -> advantage -> update loop with checkpoint/resume
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -63,6 +63,8 @@ class Rollout:
     texts: list[str]
     prompt_index: list[int]
     logp_ref: torch.Tensor | None = None  # [batch, seq] the reference policy's, filled by the loop
+    # what reward_fn measured before any normalisation or baseline (e.g. reward_raw, correct): logged
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -81,6 +83,7 @@ class Rollout:
             texts=self.texts,
             prompt_index=self.prompt_index,
             logp_ref=move(self.logp_ref),
+            metrics=self.metrics,
         )
 
     def select(self, rows: torch.Tensor | list[int]) -> Rollout:

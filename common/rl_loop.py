@@ -35,6 +35,7 @@ per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_no
 from __future__ import annotations
 
 import csv
+import json
 import os
 import weakref
 from collections.abc import Callable
@@ -152,9 +153,13 @@ def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer
 
 
 def _save(path: Path, state: dict) -> None:
-    """torch.save through the stage convention's temporary name and a rename (never half-written)."""
+    """torch.save through the stage convention's temporary name and a rename (never half-written).
+
+    Only tensors, numbers, strings, lists and dicts go in (the curve and config through JSON, so a numpy
+    float from an evaluator becomes a float), so `torch.load(weights_only=True)` reads it back."""
+    plain = {k: json.loads(json.dumps(state[k], default=float)) for k in ("curve", "config") if k in state}
     tmp = temp_path(path)
-    torch.save(state, tmp)
+    torch.save(state | plain, tmp)
     os.replace(tmp, path)
 
 
@@ -247,7 +252,7 @@ def run_rl(
     critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr) if critic is not None else None
     curve, start, steps = [], 0, 0
     if (out / STATE_FILE).exists():
-        state = torch.load(out / STATE_FILE, weights_only=False)
+        state = torch.load(out / STATE_FILE, weights_only=True)  # tensors and plain values only
         if _trajectory(state["config"]) != _trajectory(asdict(cfg)):
             raise ValueError(f"{out / STATE_FILE}: saved with a different RLConfig; use a new output_dir")
         policy.load_state_dict(state["policy"])
@@ -320,7 +325,10 @@ def run_rl(
                     v = critic_values(critic, ro.select(idx))
                     _step(value_loss(v, returns[idx], mb_mask), critic, critic_opt, cfg.max_grad_norm)
         seq_reward = (rewards.sum(1) / mask.sum(1)).mean()
+        # token_reward / seq_reward: the training signal (after the reward_fn's normalisation and baseline);
+        # reward_fn's own metrics (e.g. reward_raw, correct: before any of it) are logged beside them
         stats = {"token_reward": float(rewards[mask].mean()), "seq_reward": float(seq_reward)}
+        stats |= {key: float(v) for key, v in ro.metrics.items()}
         stats["loss"] = sum(losses) / len(losses)
         scalars = {"chunk": k + 1, **stats}
         if evaluate is not None and ((k + 1) % cfg.eval_every == 0 or k + 1 == cfg.chunks):
@@ -340,7 +348,8 @@ def run_rl(
 
 def _trajectory(config: dict) -> dict:
     """The RLConfig fields a resumed run must share with the saved one (not progress or the tracker)."""
-    return {k: v for k, v in config.items() if k not in ("progress", "report_to")}
+    plain = json.loads(json.dumps(config, default=float))  # as saved (tuples become lists)
+    return {k: v for k, v in plain.items() if k not in ("progress", "report_to")}
 
 
 def _scalars(row: dict) -> dict[str, float]:

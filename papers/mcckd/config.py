@@ -76,6 +76,10 @@ class StudentConfig:
     """Release scripts: LoRA rank 64 (HEAD README 128)."""
     lora_alpha: int = 64
     """Release LoRA has no scaling: effective scale 1, i.e. peft lora_alpha = r."""
+    lora_head: bool = True
+    """Release: adapters on every projection and on the output (LM-head) projection. A head tied to the
+    input embeddings (SmolLM2, T5) gets none (merging would change the embeddings): logged. False: peft's
+    all-linear (no head)."""
     lr: float = 1e-5
     """Release: Adam, lr 1e-5, constant, no warmup, no weight decay (AdamW with decay 0 = Adam)."""
     steps: int = 1000

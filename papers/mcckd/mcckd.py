@@ -82,15 +82,16 @@ def gather_span_logits(
     logits: [batch, seq, vocab]; spans: [batch, 2] (start, end) token positions in the sequence the
     logits were computed on (for an encoder-decoder: in the labels). Position s + u - shift is read for
     answer token s + u (`shift=1` decoder-only, 0 encoder-decoder). Positions u >= e - s, items with
-    e > max_seq_len (release: excluded from the KL) and items with e <= s are masked out.
+    e >= max_seq_len (spec: "items whose span end >= max_seq_len are excluded from the KL"), items past
+    the sequence (e > seq) and items with e <= s are masked out.
     Returns ([batch, span_len, vocab], [batch, span_len] bool).
     """
     batch, seq, vocab = logits.shape
     starts, ends = spans[:, 0].long(), spans[:, 1].long()
-    limit = seq if max_seq_len is None else min(seq, max_seq_len)
+    inside = ends <= seq if max_seq_len is None else (ends <= seq) & (ends < max_seq_len)
     offsets = torch.arange(span_len, device=logits.device)
     positions = starts[:, None] + offsets[None, :] - shift  # [batch, span_len]
-    mask = (offsets[None, :] < (ends - starts)[:, None]) & (ends <= limit)[:, None] & (positions >= 0)
+    mask = (offsets[None, :] < (ends - starts)[:, None]) & inside[:, None] & (positions >= 0)
     index = positions.clamp(0, seq - 1)
     gathered = torch.gather(logits, 1, index[:, :, None].expand(batch, span_len, vocab))
     return gathered, mask

@@ -215,7 +215,11 @@ def load_student(task: Task, cfg: McckdConfig, seed: int):
         model = load_causal_lm(name, dtype=dtype)
     if st.lora:
         model = add_lora(
-            model, r=st.lora_r, alpha=st.lora_alpha, task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM"
+            model,
+            r=st.lora_r,
+            alpha=st.lora_alpha,
+            target_modules="all-linear+head" if st.lora_head else "all-linear",
+            task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM",
         )
     return model, seq2seq
 

@@ -99,7 +99,8 @@ class LocalChatModel:
         if not items:
             return []
         completions = self.generator.generate([self.encode(build_prompt(it)) for it in items], self.params)
-        return [ChatReply(c.text.strip(), finish_reason=c.finish_reason) for c in completions]
+        # verbatim (official): a whitespace-only memory reply scores 0; only an empty one is undefined
+        return [ChatReply(c.text, finish_reason=c.finish_reason) for c in completions]
 
 
 def local_chat_model(
@@ -145,7 +146,9 @@ class EndpointModel:
 
     def answer(self, items: list[dict]) -> list[ChatReply]:
         replies = self.client.chat_many([build_prompt(it) for it in items])
-        return [ChatReply(r.text.strip(), r.error, r.finish_reason) for r in replies]
+        return [
+            ChatReply(r.text, r.error, r.finish_reason) for r in replies
+        ]  # verbatim, as the local model's
 
 
 def make_model(

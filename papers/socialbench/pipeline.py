@@ -68,7 +68,9 @@ def acceptance(items: list[dict], summaries: dict[str, dict], random_runs: list[
             problems.append(f"oracle {name}: {s['official']:.2f} != 100")
     for name, want in ALWAYS_A_EXPECTED.items():
         got = summaries["always-A"]["categories"].get(name, {}).get("official")
-        if got is not None and abs(got - want) > 0.01:
+        if got is None:
+            problems.append(f"always-A {name}: category missing from the scored items (expected {want})")
+        elif abs(got - want) > 0.01:
             problems.append(f"always-A {name}: {got:.2f} != {want}")
     if random_runs:
         for name, want in chance_level(items).items():

@@ -221,7 +221,7 @@ def build_prompt(item: dict) -> str:
     conversations = render_conversations(dialogue)
     if kind == "ep_plain":  # Humor/Situ: no template, the question is inside the single User turn
         return conversations + "\n" + render_options(_field(item, "choices", dict))
-    english = item["meta"].get("lang") == "en"
+    english = str(item["meta"].get("lang")).lower() == "en"  # official: lang.lower() == "en"
     template = TEMPLATES[kind][0 if english else 1]
     if kind == "ep_emotion":
         if not dialogue:

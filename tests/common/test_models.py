@@ -112,3 +112,19 @@ def test_smollm2_converts_once_and_answers():
     out = lm.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1] :])
     assert models.smollm2_dir() == path  # cached: the second call does not convert again
+
+
+def test_lora_on_the_head_as_the_release_unless_it_is_tied(caplog):
+    untied = models.build_tiny_causal_lm("tiny-student", vocab_size=40, seed=0, tie_word_embeddings=False)
+    lora = models.add_lora(untied, r=4, alpha=4, target_modules="all-linear+head")
+    names = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert any("lm_head.lora_A" in n for n in names) and any("q_proj.lora_A" in n for n in names)
+    plain = models.add_lora(
+        models.build_tiny_causal_lm("tiny-student", vocab_size=40, seed=0, tie_word_embeddings=False), r=4
+    )
+    assert not any("lm_head" in n for n, p in plain.named_parameters() if p.requires_grad)  # all-linear
+    tied = models.build_tiny_causal_lm("tiny-student", vocab_size=40, seed=0)  # tie_word_embeddings=True
+    with caplog.at_level("INFO", logger="common.models"):
+        lora = models.add_lora(tied, r=4, alpha=4, target_modules="all-linear+head")
+    assert not any("lm_head" in n for n, p in lora.named_parameters() if p.requires_grad)
+    assert "tied to the input embeddings" in caplog.text

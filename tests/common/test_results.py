@@ -245,8 +245,8 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert "| REINFORCE+Q-RM | toy-arith | pass@1 | 40.50 ± 0.71 | 2 |" in text  # seeds aggregated
     top = (root / "README.md").read_text()
     assert (
-        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s | 1/1 hold, 2 without rows |"
-        in top
+        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s "
+        "| 1/1 hold, 2 without rows, 3 not checkable at toy |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent
@@ -379,3 +379,29 @@ def test_cli_diff_and_bad_input():
     assert (
         bad.returncode == 2 and bad.stderr.strip() == "error: unknown scale 'huge'; valid: toy, small, paper"
     )
+
+
+def test_small_scale_reads_the_scaled_block_where_the_published_one_is_a_delta_row(root):
+    """reinforce_qrm_beats_dpo_rm is published as a delta row (+5.73); at small/paper scale its `scaled`
+    block pairs the Pass@1 rows the pipeline writes."""
+    rows = [
+        dict(
+            table="math_main",
+            setting=f"gsm8k seed {seed}",
+            model="m",
+            method=method,
+            benchmark="GSM8K+MATH average",
+            metric="Pass@1",
+            value=value + seed,
+        )
+        for seed in (0, 1, 2)
+        for method, value in (("REINFORCE+Q-RM", 50.0), ("REINFORCE+DPO-RM", 47.0))
+    ]
+    results.write_results("qrm", "small", rows, seeds=[0, 1, 2], config={}, wall_time_s=1, root=root)
+    got = {c.id: c for c in results.evaluate_claims("qrm", "small", root)}["reinforce_qrm_beats_dpo_rm"]
+    assert got.stats.n == 3 and got.reproduced_delta == pytest.approx(3.0) and got.verdict == "holds"
+    assert got.published_delta == pytest.approx(5.73)
+    path = root / "papers" / "qrm" / "claims.yaml"
+    path.write_text(path.read_text().replace(", baseline: REINFORCE+DPO-RM}\n    toy", "}\n    toy", 1))
+    with pytest.raises(results.ResultsError, match="reinforce_qrm_beats_dpo_rm: scaled needs method"):
+        results.load_claims("qrm", root)

@@ -347,3 +347,35 @@ def test_bad_inputs_raise_one_clear_error(tokenizer, tmp_path):
     with pytest.raises(ValueError, match="reward_fn returned shape"):
         run_rl(tiny_policy(tokenizer), tokenizer, PROMPTS, lambda ro: torch.zeros(1), bad)
     assert math.isfinite(pass_at_k(10, 3, 2))
+
+
+def test_saved_state_loads_with_weights_only(tokenizer, tmp_path):
+    """issue 21: the resumable state holds tensors and plain values only (torch.load weights_only=True),
+    even when the evaluator returns numpy floats."""
+    import numpy as np
+
+    from common.rl_loop import STATE_FILE
+
+    policy = build_tiny_causal_lm("tiny-student", vocab_size=len(tokenizer), seed=0, tokenizer=tokenizer)
+    cfg = RLConfig(
+        output_dir=str(tmp_path),
+        chunks=1,
+        prompts_per_chunk=2,
+        minibatch_size=2,
+        max_tokens=3,
+        progress=False,
+    )
+    run_rl(
+        policy,
+        tokenizer,
+        PROMPTS,
+        lambda ro: torch.ones(ro.input_ids.shape),
+        cfg,
+        evaluate=lambda m: {"acc": np.float64(0.25)},
+    )
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert state["curve"][0]["acc"] == 0.25 and type(state["curve"][0]["acc"]) is float
+    again = run_rl(
+        policy, tokenizer, PROMPTS, lambda ro: torch.ones(ro.input_ids.shape), cfg
+    )  # resumes: done
+    assert again == state["curve"]

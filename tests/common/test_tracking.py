@@ -43,7 +43,8 @@ def _eos_reward(tokenizer):
         last = ro.response_mask.long().cumsum(1).argmax(1)
         ended = ro.input_ids.gather(1, last[:, None])[:, 0] == tokenizer.eos_token_id
         r[torch.arange(len(r)), last] = ended.float()
-        return r
+        ro.metrics["reward_raw"] = float(ended.float().mean()) + 10.0  # recognisably not the training signal
+        return r - r.mean()  # a baseline: the training signal averages 0
 
     return reward
 
@@ -63,6 +64,10 @@ def test_rl_loop_logs_loss_and_rewards_per_chunk(toy_tokenizer, tiny_lm, tmp_pat
     curve = run_rl(tiny_lm, toy_tokenizer, prompts, _eos_reward(toy_tokenizer), cfg, evaluate=evaluate)
     logged = scalars(tmp_path / "tensorboard")
     assert {"rl/loss", "rl/token_reward", "rl/seq_reward", "rl/score", "rl/chunk"} <= set(logged)
+    # the reward_fn's raw measurement (before its baseline) is logged beside the training signal
+    assert [step for step, _ in logged["rl/reward_raw"]] == [1, 2]
+    assert all(10.0 <= v <= 11.0 for _, v in logged["rl/reward_raw"])
+    assert 10.0 <= curve[2]["reward_raw"] <= 11.0
     assert logged["rl/loss"] == [(1, pytest.approx(curve[1]["loss"])), (2, pytest.approx(curve[2]["loss"]))]
     assert logged["rl/score"][0] == (0, 0.5)  # the evaluation before training, at step 0
 

@@ -132,6 +132,14 @@ def test_gather_span_shift_and_max_seq_len():
     assert got0[0, :2, 0].tolist() == [3.0, 4.0]
     _, cut = gather_span_logits(logits, spans, span_len=3, shift=1, max_seq_len=4)  # end 5 > 4: excluded
     assert not cut.any()
+    _, at = gather_span_logits(
+        logits, spans, span_len=3, shift=1, max_seq_len=5
+    )  # end 5 >= 5: excluded (spec)
+    assert not at.any()
+    _, under = gather_span_logits(logits, spans, span_len=3, shift=1, max_seq_len=6)  # end 5 < 6: kept
+    assert torch.equal(under, mask)
+    _, whole = gather_span_logits(logits, torch.tensor([[6, 8], [2, 5]]), span_len=3, shift=1)
+    assert whole[0, :2].all()  # no max_seq_len: a span may end at the sequence's end
 
 
 def _ce_reference(logits, labels):

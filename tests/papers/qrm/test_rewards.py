@@ -13,7 +13,7 @@ from papers.qrm.config import get_config
 from papers.qrm.data import toy_task
 from papers.qrm.qrm import qrm_reinforce_rewards
 from papers.qrm.reward_models import DPORewardModel
-from papers.qrm.rewards import make_reward_fn, oracle_token_rewards, problem_lookup, std_normalise
+from papers.qrm.rewards import make_reward_fn, oracle_token_rewards, outcome_token_rewards, problem_lookup
 
 TOY = get_config("toy")
 PLAIN = replace(TOY, reinforce=replace(TOY.reinforce, baseline="none"))  # the code's REINFORCE rewards
@@ -102,7 +102,9 @@ def test_reward_maths_match_an_independent_float64_computation(method):
             want[i, 2:n] = r
     else:
         last = torch.stack([z[i, n - 1] for i, n in enumerate(lengths)])
-        s = last / last.std(unbiased=False)
+        # the code's buffer: S copied to every response token, divided by the std over those tokens
+        tokens = torch.cat([last[i].expand(n - 2) for i, n in enumerate(lengths)])
+        s = last / tokens.std(unbiased=False)
         for i, n in enumerate(lengths):
             if method.startswith("REINFORCE"):
                 want[i, 2:n] = s[i]
@@ -112,19 +114,31 @@ def test_reward_maths_match_an_independent_float64_computation(method):
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_oracle_rewards_are_the_std_normalised_correctness_on_every_token():
+def test_oracle_rewards_are_the_correctness_over_the_token_std_on_every_token():
     mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.bool)
     ok = torch.tensor([1.0, 0.0, 1.0, 1.0])
     r = oracle_token_rewards(ok, mask)
-    std = ok.double().std(unbiased=False).item()
+    per_token = torch.cat([ok[i].double().expand(int(mask[i].sum())) for i in range(4)])  # 2+2+4+1 tokens
+    std = per_token.std(unbiased=False).item()
     for i in range(4):
         assert torch.allclose(r[i][mask[i]], torch.full((int(mask[i].sum()),), ok[i].item() / std))
         assert (r[i][~mask[i]] == 0).all()
     centred = oracle_token_rewards(ok, mask, sub_mean=True)
-    assert abs(float(std_normalise(ok, sub_mean=True).mean())) < 1e-6
+    assert abs(float(centred[mask].double().mean())) < 1e-6  # standardised over the response tokens
     assert centred[1, 2] < 0 < centred[0, 1]
+    assert torch.equal(oracle_token_rewards(torch.ones(4), mask), torch.zeros(4, 4))  # no spread: no signal
     with pytest.raises(ValueError, match="does not fit mask"):
         oracle_token_rewards(ok[:2], mask)
+
+
+def test_ppo_outcome_reward_keeps_the_normalised_score_on_the_last_token_only():
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    s = torch.tensor([2.0, -1.0])
+    r = outcome_token_rewards(s, mask, "last")
+    std = torch.tensor([2.0, 2.0, -1.0, -1.0, -1.0], dtype=torch.float64).std(unbiased=False).item()
+    want = torch.zeros(2, 4)
+    want[0, 2], want[1, 3] = 2.0 / std, -1.0 / std
+    assert torch.allclose(r, want)
 
 
 def test_oracle_reward_fn_grades_each_row_against_its_own_problem(tok, train):
@@ -136,12 +150,14 @@ def test_oracle_reward_fn_grades_each_row_against_its_own_problem(tok, train):
     ok = torch.tensor([float(gsm8k_is_correct(t, right[g])) for t, g in zip(texts, groups)])
     assert ok.tolist() == [1.0, 0.0, 1.0, 0.0]
     assert torch.allclose(fn(ro), oracle_token_rewards(ok, ro.response_mask))
+    assert ro.metrics == {"correct": 0.5, "reward_raw": 0.5}  # before normalisation (logged by run_rl)
     grouped = make_reward_fn("REINFORCE+oracle", TOY, None, tok, train)(ro)  # toy: leave-one-out baseline
-    # each group has one right and one wrong answer: the LOO baseline makes them +-std-normalised 1
-    s = 1 / ok.std(unbiased=False)
+    # each group has one right and one wrong answer: the LOO baseline makes them +-(1 / token std)
+    tokens = torch.cat([ok[i].expand(int(ro.response_mask[i].sum())) for i in range(4)])
+    s = 1 / tokens.double().std(unbiased=False)
     for i, sign in enumerate([1, -1, 1, -1]):
         assert torch.allclose(
-            grouped[i][ro.response_mask[i]], sign * s.expand(int(ro.response_mask[i].sum()))
+            grouped[i][ro.response_mask[i]].double(), sign * s.expand(int(ro.response_mask[i].sum()))
         )
     one = replace(train, prompts=train.prompts[:1], questions=train.questions[:1], answers=train.answers[:1])
     with pytest.raises(KeyError, match="not one of the training problems"):

@@ -48,6 +48,17 @@ def test_success_sends_the_official_prompt_as_one_user_turn(items):
     assert "timeout_s" not in model.settings()  # retry/timeout knobs do not block resuming a run
 
 
+def test_replies_are_kept_verbatim_so_a_blank_memory_reply_scores_0(items):
+    """Official: only an empty memory reply is undefined; one of spaces scores 0 (no keyword in it)."""
+    from papers.socialbench.scoring import score_item
+
+    with FakeOpenAI(reply=lambda payload: "  \n") as server:
+        replies = make_model(server.url).answer(items[:1])
+    assert replies[0].text == "  \n"
+    memory = {"meta": {"category": "Individual-MEM-Long"}, "label": ["Paris", "blue"]}
+    assert score_item(memory, replies[0].text) == 0.0 and score_item(memory, "") is None
+
+
 def test_server_errors_after_every_retry_record_the_item_as_failed(items, tmp_path):
     two = items[:2]
     with FakeOpenAI("error") as server:

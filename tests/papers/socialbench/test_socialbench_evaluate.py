@@ -51,6 +51,12 @@ def test_acceptance_values_on_the_real_ep_file(items):
         "always-A Individual-EP-HumorSarcasmDetect"
         in acceptance(items, {"oracle": oracle, "always-A": always_a}, runs)[0]
     )
+    # a category the always-A check expects but the scored items lack fails too (it passed silently)
+    del always_a["categories"]["Individual-EP-SituationUnderstanding"]
+    assert (
+        "always-A Individual-EP-SituationUnderstanding: category missing from the scored items (expected 26.23)"
+        in acceptance(items, {"oracle": oracle, "always-A": always_a}, runs)
+    )
 
 
 class CountingPolicy(PolicyModel):

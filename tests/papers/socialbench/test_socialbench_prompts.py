@@ -59,6 +59,10 @@ def test_sa_english_and_chinese_exact():
         in zh
     )
     assert zh.endswith("\n你的选择：\n")
+    # official: lang.lower() == "en": an upper-case "EN" is English, anything else Chinese
+    en = build_prompt(item("Individual-SA-RoleKnowledge"))
+    assert build_prompt(item("Individual-SA-RoleKnowledge", lang="EN")) == en
+    assert build_prompt(item("Individual-SA-RoleKnowledge", lang=None)) == zh
 
 
 def test_emotion_template_quotes_the_last_utterance():
