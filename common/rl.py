@@ -17,6 +17,12 @@ src/ppo/buffer.py and src/ppo/trainer.py for the code defaults):
 - PPO-clip actor: -(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t), eps = 0.2 (invariant 12).
 - KL penalty of the code: |log pi_old - log pi_ref| per token (`kl_abs`).
 - Leave-one-out group baseline over the samples of one prompt (`loo_group_baseline`).
+- Group advantages from one score per sample (`group_advantages`): GRPO (r - mean_g) / (std_g + eps),
+  RLOO r_i - mean_{j != i} r_j, Dr. GRPO r - mean_g (no std scaling); std_g is the sample std
+  (unbiased, as trl's GRPOTrainer).
+- Loss aggregation over tokens (`aggregate`): "token" (mean over every response token of the minibatch,
+  the Q-RM code and DAPO), "sequence" (each sequence's token mean, then the mean over sequences: GRPO),
+  "constant" (the token sum over n_sequences x max_tokens: Dr. GRPO's length-unbiased form).
 - Pass@k: the unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
 The chunked rollout -> reward -> advantage -> update loop with checkpoint/resume is `common.rl_loop`.
 """
@@ -207,11 +213,71 @@ def loo_group_baseline(rewards: torch.Tensor, mask: torch.Tensor, groups: list[i
     return torch.where(mask, out, torch.zeros_like(out))
 
 
-def reinforce_loss(logp: torch.Tensor, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """-(1/n) sum_t r_t log pi(a_t|s_t) over the n response tokens (the rewards carry no gradient)."""
+GROUP_ADVANTAGES = ("grpo", "rloo", "dr_grpo")
+LOSS_NORMS = ("token", "sequence", "constant")
+
+
+def group_advantages(
+    scores: torch.Tensor, groups: list[int], kind: str = "grpo", eps: float = 1e-4
+) -> torch.Tensor:
+    """[batch] advantages from one score per sample, within the samples of one prompt (`groups`):
+    "grpo" (r - mean_g) / (std_g + eps), "rloo" r_i - mean_{j != i} r_j, "dr_grpo" r - mean_g. std_g is
+    the unbiased sample std (trl's); a group of one sample gets 0. Computed in float64."""
+    if kind not in GROUP_ADVANTAGES:
+        raise ValueError(f"group_advantages: kind {kind!r}; valid: {', '.join(GROUP_ADVANTAGES)}")
+    if scores.dim() != 1 or len(groups) != scores.shape[0]:
+        raise ValueError(
+            f"group_advantages: {len(groups)} group ids for scores of shape {tuple(scores.shape)}"
+        )
+    r, g = scores.double(), torch.as_tensor(groups)
+    out = torch.zeros_like(r)
+    for gid in g.unique():
+        rows = (g == gid).nonzero().flatten()
+        n = len(rows)
+        if n < 2:
+            continue
+        x = r[rows]
+        if kind == "rloo":
+            out[rows] = x - (x.sum() - x) / (n - 1)
+        elif kind == "dr_grpo":
+            out[rows] = x - x.mean()
+        else:
+            out[rows] = (x - x.mean()) / (x.std(unbiased=True) + eps)
+    return out.to(scores.dtype)
+
+
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, norm: str = "token", max_tokens: int | None = None
+) -> torch.Tensor:
+    """The loss from per-token terms [batch, seq] over the response `mask` (`LOSS_NORMS`): "token" the
+    mean over every response token, "sequence" the mean of each row's token mean, "constant" the token
+    sum over (rows x `max_tokens`)."""
+    if norm == "token":
+        return per_token[mask].sum() / mask.sum()
+    if norm == "sequence":
+        rows = mask.any(dim=1)
+        zero = torch.zeros_like(per_token)
+        per_row = torch.where(mask, per_token, zero).sum(dim=1)[rows] / mask.sum(dim=1)[rows]
+        return per_row.mean()
+    if norm == "constant":
+        if not max_tokens or max_tokens < 1:
+            raise ValueError("aggregate: norm 'constant' needs max_tokens >= 1")
+        return per_token[mask].sum() / (per_token.shape[0] * max_tokens)
+    raise ValueError(f"aggregate: norm {norm!r}; valid: {', '.join(LOSS_NORMS)}")
+
+
+def reinforce_loss(
+    logp: torch.Tensor,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    norm: str = "token",
+    max_tokens: int | None = None,
+) -> torch.Tensor:
+    """-(1/n) sum_t r_t log pi(a_t|s_t) over the n response tokens (the rewards carry no gradient);
+    `norm` as `aggregate` ("token", the default, is this formula)."""
     mask = _check_mask(logp, mask, "reinforce_loss", "logp")
     _same_shape("reinforce_loss", logp=logp, rewards=rewards)
-    return -(rewards.detach() * logp)[mask].sum() / mask.sum()
+    return aggregate(-(rewards.detach() * logp), mask, norm, max_tokens)
 
 
 def ppo_clip_loss(
@@ -220,8 +286,11 @@ def ppo_clip_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip: float = 0.2,
+    norm: str = "token",
+    max_tokens: int | None = None,
 ) -> torch.Tensor:
-    """-(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-clip, 1+clip) A_t), rho_t = exp(logp - logp_old)."""
+    """-(1/n) sum_t min(rho_t A_t, clip(rho_t, 1-clip, 1+clip) A_t), rho_t = exp(logp - logp_old);
+    `norm` as `aggregate` ("token", the default, is this formula)."""
     mask = _check_mask(logp, mask, "ppo_clip_loss", "logp")
     _same_shape("ppo_clip_loss", logp=logp, logp_old=logp_old, advantages=advantages)
     if not clip > 0:
@@ -229,7 +298,7 @@ def ppo_clip_loss(
     adv = advantages.detach()
     ratio = torch.exp(torch.where(mask, logp - logp_old.detach(), torch.zeros_like(logp)))
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    return -surrogate[mask].sum() / mask.sum()
+    return aggregate(-surrogate, mask, norm, max_tokens)
 
 
 def value_loss(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from common.generation import Generator, HFGenerator, SamplingParams, VLLMGenerator, save_for_vllm
 from common.rl import (
+    LOSS_NORMS,
     Rollout,
     gae,
     pass_at_k,
@@ -91,6 +92,9 @@ class RLConfig:
     top_p: float = 1.0
     max_tokens: int = 256
     max_grad_norm: float | None = 1.0  # None = off
+    loss_norm: str = (
+        "token"  # token | sequence (GRPO) | constant (Dr. GRPO: / max_tokens); common.rl.aggregate
+    )
     eval_every: int = 1  # chunks between evaluations
     generation_batch_size: int = 64
     seed: int = 0
@@ -101,6 +105,8 @@ class RLConfig:
         check_report_to(self.report_to, "RLConfig")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"RLConfig.algorithm: {self.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+        if self.loss_norm not in LOSS_NORMS:
+            raise ValueError(f"RLConfig.loss_norm: {self.loss_norm!r}; valid: {', '.join(LOSS_NORMS)}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"RLConfig.advantage: {self.advantage!r}; valid: {', '.join(ADVANTAGES)}")
         for name in ("chunks", "prompts_per_chunk", "samples_per_prompt", "minibatch_size", "inner_epochs"):
@@ -314,10 +320,11 @@ def run_rl(
                 idx = order[s : s + cfg.minibatch_size]
                 mb_mask = mask[idx]
                 logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
+                norm = {"norm": cfg.loss_norm, "max_tokens": cfg.max_tokens}
                 if cfg.algorithm == "reinforce":
-                    loss = reinforce_loss(logp, advantages[idx], mb_mask)
+                    loss = reinforce_loss(logp, advantages[idx], mb_mask, **norm)
                 else:
-                    loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip)
+                    loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip, **norm)
                 _step(loss, policy, opt, cfg.max_grad_norm)
                 steps += 1
                 losses.append(float(loss.detach()))

@@ -28,6 +28,7 @@ from common import stages
 from common.generation import HFGenerator, SamplingParams
 from common.models import TINY_PRESETS, build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from common.scoring import gsm8k_is_correct
+from common.synthetic.flaws import habit_rationales
 from common.synthetic.tokenizer import tokenizer_key, world_tokenizer
 from common.synthetic.world import DEFAULT_WORLD, Problem, WorldConfig, make_splits, valid_rationales
 from common.train import TrainConfig, causal_lm_loss, pad_collate, train
@@ -48,6 +49,7 @@ class BaseSpec:
     lr: float
     batch_size: int = 32
     rationales_per_problem: int = 2
+    habit_rate: float = 0.0  # share of SFT rationales carrying the "product+1" habit (flaws.habit_rationales)
 
 
 # Calibrated on 2 cores (README.md): the student lands inside the pass@1 window the RL and distillation
@@ -56,15 +58,26 @@ SIZES = {
     "student": BaseSpec("tiny-student", steps=900, lr=3e-3),
     "mid": BaseSpec("tiny-mid", steps=550, lr=2e-3),
     "teacher": BaseSpec("tiny-teacher", steps=600, lr=3e-3),
+    # The RL testbed's policy (README.md "RL testbed"): the student's preset and budget, its SFT corpus
+    # with the habit in a share of the rationales, so its errors are habits that RL can fix.
+    "rl-student": BaseSpec("tiny-student", steps=900, lr=3e-3, habit_rate=0.6),
 }
 
 
-def sft_examples(tok, problems: list[Problem], per_problem: int, seed: int) -> list[dict]:
-    """Tokenized (prompt, rationale) pairs with labels on the rationale and EOS only."""
+def sft_examples(
+    tok, problems: list[Problem], per_problem: int, seed: int, habit_rate: float = 0.0
+) -> list[dict]:
+    """Tokenized (prompt, rationale) pairs with labels on the rationale and EOS only; with `habit_rate`,
+    that share of the rationales carries the "product+1" habit where it applies."""
     rows = []
     for p in problems:
         prompt_ids = tok(p.prompt())["input_ids"]
-        for text in valid_rationales(p, per_problem, seed=seed):
+        texts = (
+            habit_rationales(p, per_problem, habit_rate, seed)
+            if habit_rate
+            else valid_rationales(p, per_problem, seed=seed)
+        )
+        for text in texts:
             target = tok(" " + text + tok.eos_token, add_special_tokens=False)["input_ids"]
             rows.append({"input_ids": prompt_ids + target, "labels": [-100] * len(prompt_ids) + target})
     random.Random(seed).shuffle(rows)
@@ -105,7 +118,7 @@ def get_base_model(
 def _train_base(size: str, out: Path, cfg: WorldConfig, seed: int, vocab_size: int, progress: bool) -> None:
     spec = SIZES[size]
     tok = world_tokenizer(cfg, vocab_size)
-    data = sft_examples(tok, make_splits(cfg)["train"], spec.rationales_per_problem, seed)
+    data = sft_examples(tok, make_splits(cfg)["train"], spec.rationales_per_problem, seed, spec.habit_rate)
     model = build_tiny_causal_lm(spec.preset, vocab_size=len(tok), seed=seed, tokenizer=tok)
     work = out.with_name(out.name + ".work")
     start, threads = time.perf_counter(), torch.get_num_threads()

@@ -6,6 +6,10 @@ value, as a model that made the mistake would:
 - `operand`: step k uses a wrong operand (off by 1-2) with correct arithmetic;
 - `drop`: step k is skipped (never the last op), so later lines start from the stale value.
 The label is ProcessBench's: the 0-based index of the earliest wrong rationale line (-1 if none).
+A *habit* is a systematic flaw rather than a one-off one (`habit_steps`, "product+1": every product line
+a * b is written one too high, the rest continued from it): an SFT corpus where a share of the rationales
+carries it teaches the student a habit that an outcome reward can see and RL can unlearn
+(`habit_rationales`; the RL testbed of common/synthetic/README.md).
 `first_error` recomputes it by re-evaluating every line against the problem, and the tests check that
 it agrees with the label of every flawed sample.
 """
@@ -16,9 +20,10 @@ import random
 import re
 from dataclasses import dataclass
 
-from common.synthetic.world import SYMBOL, Problem, Step, apply
+from common.synthetic.world import SYMBOL, Problem, Step, apply, rationale_variants
 
 FLAW_KINDS = ("slip", "operand", "drop")
+HABITS = ("product+1",)
 LINE = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)\.$")
 
 
@@ -177,3 +182,42 @@ def preference_pairs(problems: list[Problem], seed: int = 0) -> list[dict]:
             }
         )
     return pairs
+
+
+def habit_steps(problem: Problem, steps: list[Step], habit: str = "product+1") -> list[Step] | None:
+    """`steps` with the habit on every product line (a * b = ab + 1) and every later line continued from
+    the wrong value; None when the rationale has no product line or the habit breaks an exact division."""
+    if habit not in HABITS:
+        raise ValueError(f"unknown habit {habit!r}; valid: {', '.join(HABITS)}")
+    out, value, carry = [], problem.start, {}
+    for s in steps:
+        op = problem.ops[s.op_index]
+        if s.kind == "group":
+            carry[s.op_index] = op.m * op.k + 1
+            out.append(Step(op.m, "*", op.k, carry[s.op_index], "group", s.op_index))
+            continue
+        b = carry.get(s.op_index, op.m * op.k) if s.kind == "group_add" else op.k
+        symbol = "+" if s.kind == "group_add" else SYMBOL[s.kind]
+        if symbol == "/" and value % b:
+            return None
+        c = value + b if s.kind == "group_add" else apply(s.kind, value, b) + (symbol == "*")
+        if c < 0:
+            return None
+        out.append(Step(value, symbol, b, c, s.kind, s.op_index))
+        value = c
+    return out if any(s.symbol == "*" for s in out) else None
+
+
+def habit_rationales(
+    problem: Problem, k: int, rate: float, seed: int = 0, habit: str = "product+1"
+) -> list[str]:
+    """Up to k rationales (`rationale_variants`), each carrying the habit with probability `rate` (drawn
+    per problem, rationale and seed) where the habit applies; the others valid. rate 0: valid_rationales."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"habit rate must be in [0, 1], got {rate}")
+    rng = random.Random(f"habit:{problem.uid}:{seed}")
+    out = []
+    for steps, wording in rationale_variants(problem, k, seed):
+        flawed = habit_steps(problem, steps, habit) if rng.random() < rate else None
+        out.append(problem.render(flawed or steps, wording))
+    return out

@@ -267,20 +267,29 @@ def rationale_diversity(a: str, b: str) -> float:
     return 1.0 - len(la & lb) / len(la | lb)
 
 
-def valid_rationales(problem: Problem, k: int, seed: int = 0) -> list[str]:
-    """Up to k distinct valid rationales: different orders, group placement and wordings."""
+def rationale_variants(problem: Problem, k: int, seed: int = 0) -> list[tuple[list[Step], int]]:
+    """Up to k distinct valid rationales as (steps, wording seed): different orders, group placement and
+    wordings, drawn from a generator seeded by the problem and `seed`."""
     rng = random.Random(f"{problem.uid}:{seed}")
     variants = [
         (o, g)
         for o in problem.orders()
         for g in ((False, True) if any(op.kind == "group" for op in problem.ops) else (False,))
     ]
-    out: list[str] = []
+    out: list[tuple[list[Step], int]] = []
+    texts: set[str] = set()
     attempts = 0
     while len(out) < k and attempts < 20 * k:
         order, group_first = rng.choice(variants)
-        text = problem.rationale(order, wording_seed=rng.randrange(10**6), group_first=group_first)
-        if text not in out:
-            out.append(text)
+        steps, wording = problem.steps(order, group_first), rng.randrange(10**6)
+        text = problem.render(steps, wording)
+        if text not in texts:
+            texts.add(text)
+            out.append((steps, wording))
         attempts += 1
     return out
+
+
+def valid_rationales(problem: Problem, k: int, seed: int = 0) -> list[str]:
+    """Up to k distinct valid rationales: different orders, group placement and wordings."""
+    return [problem.render(steps, wording) for steps, wording in rationale_variants(problem, k, seed)]

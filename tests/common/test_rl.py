@@ -379,3 +379,52 @@ def test_saved_state_loads_with_weights_only(tokenizer, tmp_path):
         policy, tokenizer, PROMPTS, lambda ro: torch.ones(ro.input_ids.shape), cfg
     )  # resumes: done
     assert again == state["curve"]
+
+
+# --- group advantages and loss aggregation (GRPO / RLOO / Dr. GRPO) ------------------------------------
+
+
+def test_group_advantages_match_hand_computations():
+    from common.rl import group_advantages
+
+    r = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.5, 0.7])
+    groups = [0, 0, 0, 0, 1, 1, 2]  # group 2 has one sample: no baseline can be estimated
+    g0, g1 = [1.0, 0.0, 0.0, 1.0], [1.0, 0.5]
+    m0, m1 = sum(g0) / 4, sum(g1) / 2
+    sd0 = math.sqrt(sum((x - m0) ** 2 for x in g0) / 3)  # unbiased, as trl
+    sd1 = math.sqrt(sum((x - m1) ** 2 for x in g1) / 1)
+    grpo = group_advantages(r, groups, "grpo").tolist()
+    want = [(x - m0) / (sd0 + 1e-4) for x in g0] + [(x - m1) / (sd1 + 1e-4) for x in g1] + [0.0]
+    assert grpo == pytest.approx(want, rel=1e-6)
+    rloo = group_advantages(r, groups, "rloo").tolist()
+    want = [x - (sum(g0) - x) / 3 for x in g0] + [x - (sum(g1) - x) / 1 for x in g1] + [0.0]
+    assert rloo == pytest.approx(want, rel=1e-6)
+    dr = group_advantages(r, groups, "dr_grpo").tolist()
+    assert dr == pytest.approx([x - m0 for x in g0] + [x - m1 for x in g1] + [0.0], rel=1e-6)
+    assert group_advantages(torch.ones(4), [0, 0, 0, 0]).abs().max() == 0  # all alike: no signal
+    with pytest.raises(ValueError, match="valid: grpo, rloo, dr_grpo"):
+        group_advantages(r, groups, "ppo")
+    with pytest.raises(ValueError, match="6 group ids"):
+        group_advantages(r, groups[:6])
+
+
+def test_loss_aggregations_token_sequence_constant():
+    from common.rl import aggregate
+
+    x = torch.tensor([[0.0, 1.0, 2.0, 9.0], [0.0, 4.0, 9.0, 9.0]], dtype=torch.float64)
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    assert float(aggregate(x, mask, "token")) == pytest.approx((1 + 2 + 4) / 3)
+    assert float(aggregate(x, mask, "sequence")) == pytest.approx(((1 + 2) / 2 + 4) / 2)
+    assert float(aggregate(x, mask, "constant", max_tokens=5)) == pytest.approx(7 / (2 * 5))
+    with pytest.raises(ValueError, match="max_tokens"):
+        aggregate(x, mask, "constant")
+    with pytest.raises(ValueError, match="valid: token, sequence, constant"):
+        aggregate(x, mask, "mean")
+    logp = torch.log(torch.full((2, 4), 0.5, dtype=torch.float64)).requires_grad_(True)
+    reinforce_loss(logp, x, mask, norm="sequence").backward()
+    # d/d logp of -(mean_seq mean_tok r logp): row 0 tokens -r/2/2, row 1 token -r/1/2
+    assert logp.grad[0, 1:3].tolist() == pytest.approx([-1 / 4, -2 / 4]) and logp.grad[1, 1] == pytest.approx(
+        -2.0
+    )
+    with pytest.raises(ValueError, match="loss_norm"):
+        RLConfig(output_dir="x", chunks=1, prompts_per_chunk=1, loss_norm="mean")

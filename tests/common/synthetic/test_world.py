@@ -117,3 +117,31 @@ def test_preference_pairs(splits):
         assert not gsm8k_is_correct(pair["rejected"], str(pair["answer"]))
         assert pair["first_error"] >= 0 and pair["flaw"] in FLAW_KINDS
     assert preference_pairs(splits["train"], seed=1) == pairs  # deterministic by seed
+
+
+def test_the_product_habit_is_systematic_and_first_error_finds_it(splits):
+    from common.synthetic.flaws import habit_rationales, habit_steps
+    from common.synthetic.world import rationale_variants
+
+    seen = 0
+    for problem in splits["train"][:300]:
+        for steps, wording in rationale_variants(problem, 2, seed=0):
+            habit = habit_steps(problem, steps)
+            if habit is None:
+                assert not any(s.symbol == "*" for s in steps) or any(s.symbol == "/" for s in steps)
+                continue
+            seen += 1
+            products = [i for i, s in enumerate(habit) if s.symbol == "*"]
+            assert all(habit[i].c == habit[i].a * habit[i].b + 1 for i in products)  # every product, +1
+            text = problem.render(habit, wording)
+            assert first_error(problem, text) == products[0]  # the first product line is the first error
+            assert not gsm8k_is_correct(text, str(problem.answer))  # and the answer is wrong
+    assert seen > 100
+    p = splits["train"][3]
+    assert habit_rationales(p, 2, 0.0) == valid_rationales(p, 2)  # rate 0: the valid corpus
+    with pytest.raises(ValueError, match="habit rate"):
+        habit_rationales(p, 2, 1.5)
+    flawed = [
+        first_error(q, t) != -1 for q in splits["train"][:400] for t in habit_rationales(q, 2, 0.6, seed=1)
+    ]
+    assert 0.25 < sum(flawed) / len(flawed) < 0.5  # 0.6 of the rationales the habit applies to (~60 %)
