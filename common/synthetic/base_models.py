@@ -49,7 +49,10 @@ class BaseSpec:
     lr: float
     batch_size: int = 32
     rationales_per_problem: int = 2
-    habit_rate: float = 0.0  # share of SFT rationales carrying the "product+1" habit (flaws.habit_rationales)
+    habit_rate: float = (
+        0.0  # share of SFT rationales carrying `habit` where it applies (flaws.habit_rationales)
+    )
+    habit: str = "div-as-mul"
 
 
 # Calibrated on 2 cores (README.md): the student lands inside the pass@1 window the RL and distillation
@@ -65,15 +68,20 @@ SIZES = {
 
 
 def sft_examples(
-    tok, problems: list[Problem], per_problem: int, seed: int, habit_rate: float = 0.0
+    tok,
+    problems: list[Problem],
+    per_problem: int,
+    seed: int,
+    habit_rate: float = 0.0,
+    habit: str = "div-as-mul",
 ) -> list[dict]:
     """Tokenized (prompt, rationale) pairs with labels on the rationale and EOS only; with `habit_rate`,
-    that share of the rationales carries the "product+1" habit where it applies."""
+    that share of the rationales carries `habit` where it applies (`flaws.habit_rationales`)."""
     rows = []
     for p in problems:
         prompt_ids = tok(p.prompt())["input_ids"]
         texts = (
-            habit_rationales(p, per_problem, habit_rate, seed)
+            habit_rationales(p, per_problem, habit_rate, seed, habit)
             if habit_rate
             else valid_rationales(p, per_problem, seed=seed)
         )
@@ -118,7 +126,9 @@ def get_base_model(
 def _train_base(size: str, out: Path, cfg: WorldConfig, seed: int, vocab_size: int, progress: bool) -> None:
     spec = SIZES[size]
     tok = world_tokenizer(cfg, vocab_size)
-    data = sft_examples(tok, make_splits(cfg)["train"], spec.rationales_per_problem, seed, spec.habit_rate)
+    data = sft_examples(
+        tok, make_splits(cfg)["train"], spec.rationales_per_problem, seed, spec.habit_rate, spec.habit
+    )
     model = build_tiny_causal_lm(spec.preset, vocab_size=len(tok), seed=seed, tokenizer=tok)
     work = out.with_name(out.name + ".work")
     start, threads = time.perf_counter(), torch.get_num_threads()

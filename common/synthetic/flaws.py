@@ -6,9 +6,9 @@ value, as a model that made the mistake would:
 - `operand`: step k uses a wrong operand (off by 1-2) with correct arithmetic;
 - `drop`: step k is skipped (never the last op), so later lines start from the stale value.
 The label is ProcessBench's: the 0-based index of the earliest wrong rationale line (-1 if none).
-A *habit* is a systematic flaw rather than a one-off one (`habit_steps`, "product+1": every product line
-a * b is written one too high, the rest continued from it): an SFT corpus where a share of the rationales
-carries it teaches the student a habit that an outcome reward can see and RL can unlearn
+A *habit* is a systematic flaw rather than a one-off one (`habit_steps`; "div-as-mul": every "splits
+into k equal piles" line multiplies instead, the rest continued from it): an SFT corpus where a share of
+the rationales carries it teaches the student a habit that an outcome reward can see and RL can unlearn
 (`habit_rationales`; the RL testbed of common/synthetic/README.md).
 `first_error` recomputes it by re-evaluating every line against the problem, and the tests check that
 it agrees with the label of every flawed sample.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from common.synthetic.world import SYMBOL, Problem, Step, apply, rationale_variants
 
 FLAW_KINDS = ("slip", "operand", "drop")
-HABITS = ("product+1",)
+HABITS = ("div-as-mul", "product+1")
 LINE = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)\.$")
 
 
@@ -184,32 +184,40 @@ def preference_pairs(problems: list[Problem], seed: int = 0) -> list[dict]:
     return pairs
 
 
-def habit_steps(problem: Problem, steps: list[Step], habit: str = "product+1") -> list[Step] | None:
-    """`steps` with the habit on every product line (a * b = ab + 1) and every later line continued from
-    the wrong value; None when the rationale has no product line or the habit breaks an exact division."""
+def habit_steps(problem: Problem, steps: list[Step], habit: str = "div-as-mul") -> list[Step] | None:
+    """`steps` with the habit and every later line continued from the wrong value, or None when the
+    habit does not apply (no line it touches) or would break an exact division later on.
+
+    - "div-as-mul": every "splits into k equal piles" line multiplies instead (v * k, the wording kept):
+      one operator token decides it, as a misread word would;
+    - "product+1": every product line a * b is written one too high."""
     if habit not in HABITS:
         raise ValueError(f"unknown habit {habit!r}; valid: {', '.join(HABITS)}")
-    out, value, carry = [], problem.start, {}
+    bump = habit == "product+1"
+    out, value, carry, touched = [], problem.start, {}, False
     for s in steps:
         op = problem.ops[s.op_index]
         if s.kind == "group":
-            carry[s.op_index] = op.m * op.k + 1
+            carry[s.op_index] = op.m * op.k + bump
+            touched |= bump
             out.append(Step(op.m, "*", op.k, carry[s.op_index], "group", s.op_index))
             continue
         b = carry.get(s.op_index, op.m * op.k) if s.kind == "group_add" else op.k
-        symbol = "+" if s.kind == "group_add" else SYMBOL[s.kind]
+        kind = "mul" if s.kind == "div" and habit == "div-as-mul" else s.kind
+        symbol = "+" if kind == "group_add" else SYMBOL[kind]
         if symbol == "/" and value % b:
             return None
-        c = value + b if s.kind == "group_add" else apply(s.kind, value, b) + (symbol == "*")
+        c = value + b if kind == "group_add" else apply(kind, value, b) + (bump and symbol == "*")
+        touched |= kind != s.kind or (bump and symbol == "*")
         if c < 0:
             return None
         out.append(Step(value, symbol, b, c, s.kind, s.op_index))
         value = c
-    return out if any(s.symbol == "*" for s in out) else None
+    return out if touched else None
 
 
 def habit_rationales(
-    problem: Problem, k: int, rate: float, seed: int = 0, habit: str = "product+1"
+    problem: Problem, k: int, rate: float, seed: int = 0, habit: str = "div-as-mul"
 ) -> list[str]:
     """Up to k rationales (`rationale_variants`), each carrying the habit with probability `rate` (drawn
     per problem, rationale and seed) where the habit applies; the others valid. rate 0: valid_rationales."""

@@ -119,29 +119,34 @@ def test_preference_pairs(splits):
     assert preference_pairs(splits["train"], seed=1) == pairs  # deterministic by seed
 
 
-def test_the_product_habit_is_systematic_and_first_error_finds_it(splits):
+@pytest.mark.parametrize("habit", ["div-as-mul", "product+1"])
+def test_a_habit_is_systematic_and_makes_the_answer_wrong(splits, habit):
     from common.synthetic.flaws import habit_rationales, habit_steps
     from common.synthetic.world import rationale_variants
 
     seen = 0
     for problem in splits["train"][:300]:
         for steps, wording in rationale_variants(problem, 2, seed=0):
-            habit = habit_steps(problem, steps)
-            if habit is None:
-                assert not any(s.symbol == "*" for s in steps) or any(s.symbol == "/" for s in steps)
+            got = habit_steps(problem, steps, habit)
+            if got is None:
                 continue
             seen += 1
-            products = [i for i, s in enumerate(habit) if s.symbol == "*"]
-            assert all(habit[i].c == habit[i].a * habit[i].b + 1 for i in products)  # every product, +1
-            text = problem.render(habit, wording)
-            assert first_error(problem, text) == products[0]  # the first product line is the first error
-            assert not gsm8k_is_correct(text, str(problem.answer))  # and the answer is wrong
-    assert seen > 100
+            for s, h in zip(steps, got):
+                if habit == "div-as-mul" and s.kind == "div":  # the operator flips, the wording stays
+                    assert (h.symbol, h.c) == ("*", h.a * h.b)
+                elif habit == "product+1" and s.symbol == "*":
+                    assert h.c == h.a * h.b + 1
+                else:  # every other line: right arithmetic from the (wrong) running value
+                    assert (
+                        h.symbol == s.symbol
+                        and h.c == {"+": h.a + h.b, "-": h.a - h.b, "*": h.a * h.b, "/": h.a // h.b}[h.symbol]
+                    )
+            text = problem.render(got, wording)
+            assert first_error(problem, text) != -1 and not gsm8k_is_correct(text, str(problem.answer))
+    assert seen > 50
     p = splits["train"][3]
-    assert habit_rationales(p, 2, 0.0) == valid_rationales(p, 2)  # rate 0: the valid corpus
+    assert habit_rationales(p, 2, 0.0, habit=habit) == valid_rationales(p, 2)  # rate 0: the valid corpus
     with pytest.raises(ValueError, match="habit rate"):
         habit_rationales(p, 2, 1.5)
-    flawed = [
-        first_error(q, t) != -1 for q in splits["train"][:400] for t in habit_rationales(q, 2, 0.6, seed=1)
-    ]
-    assert 0.25 < sum(flawed) / len(flawed) < 0.5  # 0.6 of the rationales the habit applies to (~60 %)
+    with pytest.raises(ValueError, match="unknown habit"):
+        habit_steps(p, p.steps(), "typo")
