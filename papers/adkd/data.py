@@ -117,7 +117,9 @@ def check_labels(examples: list[dict], num_labels: int, where: str) -> None:
     """One line for an example whose label is outside the task's classes."""
     for i, ex in enumerate(examples):
         if num_labels > 1 and not (isinstance(ex["label"], int) and 0 <= ex["label"] < num_labels):
-            raise DataError(f"{where} example {i}: label {ex['label']!r} is outside the task's classes 0..{num_labels - 1}")
+            raise DataError(
+                f"{where} example {i}: label {ex['label']!r} is outside the task's classes 0..{num_labels - 1}"
+            )
 
 
 # --- the task the stages take ---------------------------------------------------------------------------
@@ -174,8 +176,10 @@ def glue_task(name: str, data, tokenizer, data_dir: str | None) -> Task:
     dev_rows = load_rows(spec, task.dev_split, data_dir)
     order = np.random.default_rng(data.data_seed).permutation(len(train_rows))
     n_t = data.n_teacher_train or len(train_rows) - data.n_teacher_val
-    if n_t + data.n_teacher_val > len(train_rows):
-        raise DataError(f"{name}: {n_t} + {data.n_teacher_val} teacher rows asked, the training set has {len(train_rows)}")
+    if n_t <= 0 or n_t + data.n_teacher_val > len(train_rows):
+        raise DataError(
+            f"{name}: {n_t} + {data.n_teacher_val} teacher rows asked, the training set has {len(train_rows)}"
+        )
     teacher = encode(tokenizer, [train_rows[i] for i in order[:n_t]], data.max_len)
     val = encode(tokenizer, [train_rows[i] for i in order[n_t : n_t + data.n_teacher_val]], data.max_len)
     test = encode(tokenizer, dev_rows[: data.n_test or None], data.max_len)
@@ -187,7 +191,14 @@ def glue_task(name: str, data, tokenizer, data_dir: str | None) -> Task:
         picks = np.random.default_rng([data.data_seed, seed]).choice(len(teacher), n_s, replace=False)
         return [teacher[int(i)] for i in sorted(picks)]
 
-    log.info("%s: teacher %d, teacher-val %d, student %s per seed, test %d", name, len(teacher), len(val), n_s or "all", len(test))
+    log.info(
+        "%s: teacher %d, teacher-val %d, student %s per seed, test %d",
+        name,
+        len(teacher),
+        len(val),
+        n_s or "all",
+        len(test),
+    )
     return Task(
         name=name,
         benchmark=f"{BENCHMARK_NAMES[name]} dev",
@@ -217,7 +228,9 @@ def collate(pad_id: int) -> Callable[[list[dict]], dict]:
                 types[i, :n] = torch.tensor(ex["token_type_ids"])
         labels = [ex["label"] for ex in examples]
         batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        batch["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], float) else torch.long)
+        batch["labels"] = torch.tensor(
+            labels, dtype=torch.float if isinstance(labels[0], float) else torch.long
+        )
         for key in ("t_logits", "t_maps"):
             if key in examples[0]:
                 batch[key] = _pad_stack([ex[key] for ex in examples], width if key == "t_maps" else None)

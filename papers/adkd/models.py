@@ -73,7 +73,9 @@ class ToyEncoder(nn.Module):
         self.cfg = cfg
         self.tok, self.pos = nn.Embedding(cfg.vocab_size, cfg.d_model), nn.Embedding(cfg.max_len, cfg.d_model)
         self.ln = nn.LayerNorm(cfg.d_model)
-        self.blocks = nn.ModuleList(ToyBlock(cfg.d_model, cfg.n_heads, cfg.ffn_mult) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            ToyBlock(cfg.d_model, cfg.n_heads, cfg.ffn_mult) for _ in range(cfg.n_layers)
+        )
         self.cls = nn.Linear(cfg.d_model, cfg.num_labels)
 
     @property
@@ -128,7 +130,9 @@ class BertClassifier(nn.Module):
 
     def embed(self, batch: dict) -> torch.Tensor:
         inputs = self._inputs(batch)
-        return self.hf.bert.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
+        return self.hf.bert.embeddings(
+            input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids")
+        )
 
     def head(self, e: torch.Tensor, batch: dict, return_cls: bool = False):
         self._replacement = e
@@ -171,4 +175,8 @@ def accuracy_points(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(logits.squeeze(-1), labels.float()) if logits.shape[-1] == 1 else F.cross_entropy(logits, labels)
+    return (
+        F.mse_loss(logits.squeeze(-1), labels.float())
+        if logits.shape[-1] == 1
+        else F.cross_entropy(logits, labels)
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -80,7 +81,9 @@ def check_settings(task: Task, exp: ExperimentConfig, student) -> None:
     teacher, _ = task_settings(exp, task.name)
     d = teacher.net.d_model if teacher.net.model == "toy" else load_config(teacher.net.model).hidden_size
     if student.top_k is not None and not 1 <= student.top_k <= d:
-        raise ConfigProblem(f"{task.name}: top-K K = {student.top_k} must be between 1 and the teacher's hidden size d = {d}")
+        raise ConfigProblem(
+            f"{task.name}: top-K K = {student.top_k} must be between 1 and the teacher's hidden size d = {d}"
+        )
 
 
 def _reproduce(cfg: AdkdConfig, force: bool, data_dir: str | None, results_root: Path | None) -> Path:
@@ -106,7 +109,11 @@ def _reproduce(cfg: AdkdConfig, force: bool, data_dir: str | None, results_root:
                     student_cfg,
                     method,
                     seed,
-                    str(root / task.name / f"{method}-seed{seed}-{_arm_key(task, teacher, student_cfg, method, seed)}"),
+                    str(
+                        root
+                        / task.name
+                        / f"{method}-seed{seed}-{_arm_key(task, teacher, student_cfg, method, seed)}"
+                    ),
                     force,
                     cfg.run.torch_threads,
                 )
@@ -136,8 +143,19 @@ def _reproduce(cfg: AdkdConfig, force: bool, data_dir: str | None, results_root:
     return out
 
 
+# Student fields that do not change an arm of the given method (so e.g. a new beta reruns AD-KD only).
+UNUSED_FIELDS = {
+    "KD": ("methods", "beta", "top_k", "ig_steps", "multi_view", "pkd_beta"),
+    "AD-KD": ("methods", "pkd_beta"),
+    "PKD": ("methods", "beta", "top_k", "ig_steps", "multi_view"),
+}
+
+
 def _arm_key(task: Task, teacher: dict, student, method: str, seed: int) -> str:
-    return stage_hash({"task": task.key, "teacher": teacher["weights"], "cfg": repr(student), "m": method, "s": seed})
+    settings = {k: v for k, v in asdict(student).items() if k not in UNUSED_FIELDS[method]}
+    return stage_hash(
+        {"task": task.key, "teacher": teacher["weights"], "cfg": settings, "m": method, "s": seed}
+    )
 
 
 def _model_label(exp_name: str, teacher, student) -> str:

@@ -50,9 +50,14 @@ EVAL_BATCH = 64
 def build_model(net: ModelConfig, num_labels: int, max_len: int = 13) -> torch.nn.Module:
     """A fresh toy encoder or a pretrained HF BERT (first `num_layers` layers) with a new head."""
     if net.model == "toy":
-        cfg = ToyModelConfig(VOCAB_SIZE, max_len, net.d_model, net.n_heads, net.num_layers or 1, 4, num_labels)
+        cfg = ToyModelConfig(
+            VOCAB_SIZE, max_len, net.d_model, net.n_heads, net.num_layers or 1, 4, num_labels
+        )
         return ToyEncoder(cfg)
-    return load_bert_classifier(net.model, num_labels, net.num_layers)
+    model = load_bert_classifier(net.model, num_labels, net.num_layers)
+    if net.freeze_word_embeddings:
+        model.hf.bert.embeddings.word_embeddings.requires_grad_(False)
+    return model
 
 
 def batches(examples: list[dict], pad_id: int, size: int = EVAL_BATCH):
@@ -130,7 +135,9 @@ def _epoch_models(out: Path):
         yield epoch, load_file(str(ckpt / "model.safetensors"))
 
 
-def _select(model, out: Path, examples: list[dict], pad_id: int, task_name: str) -> tuple[int, list[float], dict]:
+def _select(
+    model, out: Path, examples: list[dict], pad_id: int, task_name: str
+) -> tuple[int, list[float], dict]:
     """The epoch whose checkpoint scores best on `examples` (first metric; ties: the earlier epoch)."""
     scores, best = [], (None, -float("inf"), None)
     for epoch, state in _epoch_models(out):
@@ -178,7 +185,7 @@ def teacher_stage(task: Task, cfg: TeacherConfig, root: Path, force: bool) -> di
 
 def _ce_loss(model, batch) -> tuple[torch.Tensor, dict]:
     loss = cross_entropy(model(batch), batch["labels"])
-    return loss, {"ce": float(loss)}
+    return loss, {"ce": loss.item()}
 
 
 def load_teacher(net: ModelConfig, num_labels: int, weights: str) -> torch.nn.Module:
@@ -210,13 +217,18 @@ def teacher_targets(
             logits, cls = teacher.head(e, batch, return_cls=True)
             targets = view_targets(batch["labels"], num_labels, cfg.multi_view)
             igs = integrated_gradients(
-                lambda x, z=logits, b=batch, e0=e: z if x is e0 else teacher.head(x, b), e, targets, cfg.ig_steps
+                lambda x, z=logits, b=batch, e0=e: z if x is e0 else teacher.head(x, b),
+                e,
+                targets,
+                cfg.ig_steps,
             )
         maps = torch.stack([token_attribution_scores(ig.detach(), cfg.top_k) for ig in igs], 1)
         for i, ex in enumerate(chunk):
             n = len(ex["input_ids"])
             t_cls = torch.stack([cls[layer - 1][i] for layer in cls_layers]) if cls_layers else torch.zeros(0)
-            out.append({**ex, "t_logits": logits[i].detach(), "t_maps": maps[i, :, :n], "t_cls": t_cls.detach()})
+            out.append(
+                {**ex, "t_logits": logits[i].detach(), "t_maps": maps[i, :, :n], "t_cls": t_cls.detach()}
+            )
     return out
 
 
@@ -232,20 +244,25 @@ def student_loss_fn(cfg: StudentConfig, method: str, num_labels: int, steps_per_
         logits, cls = model.head(e, batch, return_cls=True)
         ce = cross_entropy(logits, batch["labels"])
         kd = soft_cross_entropy_kd(logits, batch["t_logits"], tau)
-        extra, metrics = logits.new_zeros(()), {"ce": float(ce), "kd": float(kd), "tau": tau}
+        extra, metrics = logits.new_zeros(()), {"ce": ce.item(), "kd": kd.item(), "tau": tau}
         if method == "AD-KD":
             targets = view_targets(batch["labels"], num_labels, cfg.multi_view)
             igs = integrated_gradients(
-                lambda x: logits if x is e else model.head(x, batch), e, targets, cfg.ig_steps, create_graph=True
+                lambda x: logits if x is e else model.head(x, batch),
+                e,
+                targets,
+                cfg.ig_steps,
+                create_graph=True,
             )
             attr = sum(
-                attribution_loss(batch["t_maps"][:, v], token_attribution_scores(ig)) for v, ig in enumerate(igs)
+                attribution_loss(batch["t_maps"][:, v], token_attribution_scores(ig))
+                for v, ig in enumerate(igs)
             )
-            extra, metrics["attr"] = cfg.beta * attr, float(attr)
+            extra, metrics["attr"] = cfg.beta * attr, attr.item()
         elif method == "PKD":  # t_cls[:, j] is the teacher partner of student layer j + 1 (pkd_layers)
             n = batch["t_cls"].shape[1]
             feat = pkd_loss([cls[j] for j in range(n)], [batch["t_cls"][:, j] for j in range(n)])
-            extra, metrics["pkd"] = cfg.pkd_beta * feat, float(feat)
+            extra, metrics["pkd"] = cfg.pkd_beta * feat, feat.item()
         loss = total_loss(ce, kd, 0.0, cfg.alpha, 0.0) + extra
         return loss, metrics
 
@@ -283,7 +300,9 @@ def run_arm(job: ArmJob) -> dict:
     student = build_model(cfg.net, job.num_labels)
     pairs = pkd_layers(student.num_layers, teacher.num_layers) if job.method == "PKD" else []
     if pairs and student.hidden_size != teacher.hidden_size:
-        raise ValueError(f"PKD needs equal hidden sizes (student {student.hidden_size}, teacher {teacher.hidden_size})")
+        raise ValueError(
+            f"PKD needs equal hidden sizes (student {student.hidden_size}, teacher {teacher.hidden_size})"
+        )
     examples = teacher_targets(teacher, job.train, job.pad_id, cfg, job.num_labels, [t for _, t in pairs])
     del teacher
     select_best = cfg.select == "best-dev"
@@ -313,5 +332,7 @@ def run_arm(job: ArmJob) -> dict:
         "wall_s": time.perf_counter() - start,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    log.info("%s %s seed %d: %s (%.0f s)", job.task_name, job.method, job.seed, metrics["test"], metrics["wall_s"])
+    log.info(
+        "%s %s seed %d: %s (%.0f s)", job.task_name, job.method, job.seed, metrics["test"], metrics["wall_s"]
+    )
     return metrics

@@ -89,7 +89,10 @@ def test_scores_are_l2_of_top_k_absolute_entries():
     ig = torch.randn(2, 3, 10, dtype=D)
     for k in (1, 4, 10):
         expected = torch.tensor(
-            [[math.sqrt(sum(v * v for v in sorted(map(abs, ig[b, i].tolist()))[-k:])) for i in range(3)] for b in range(2)],
+            [
+                [math.sqrt(sum(v * v for v in sorted(map(abs, ig[b, i].tolist()))[-k:])) for i in range(3)]
+                for b in range(2)
+            ],
             dtype=D,
         )
         torch.testing.assert_close(token_attribution_scores(ig, top_k=k), expected, rtol=1e-12, atol=0)
@@ -201,14 +204,20 @@ def test_student_copy_of_teacher_has_zero_loss_and_double_backward_reaches_only_
     batch = toy_batch()
     targets = view_targets(batch["labels"], 2)
     loss = multi_view_attribution_loss(
-        lambda x: teacher.head(x, batch), teacher.embed(batch), lambda x: student.head(x, batch),
-        student.embed(batch), targets,
+        lambda x: teacher.head(x, batch),
+        teacher.embed(batch),
+        lambda x: student.head(x, batch),
+        student.embed(batch),
+        targets,
     )
     assert float(loss) == pytest.approx(0.0, abs=1e-20)
     other = toy(seed=4)
     loss = multi_view_attribution_loss(
-        lambda x: teacher.head(x, batch), teacher.embed(batch), lambda x: other.head(x, batch),
-        other.embed(batch), targets,
+        lambda x: teacher.head(x, batch),
+        teacher.embed(batch),
+        lambda x: other.head(x, batch),
+        other.embed(batch),
+        targets,
     )
     loss.backward()
     assert float(other.tok.weight.grad.abs().sum()) > 0  # through the double backward
@@ -225,8 +234,11 @@ def test_attribution_gradient_matches_finite_differences():
 
     def loss():
         return multi_view_attribution_loss(
-            lambda x: teacher.head(x, batch), teacher.embed(batch), lambda x: student.head(x, batch),
-            student.embed(batch), targets,
+            lambda x: teacher.head(x, batch),
+            teacher.embed(batch),
+            lambda x: student.head(x, batch),
+            student.embed(batch),
+            targets,
         )
 
     (g,) = torch.autograd.grad(loss(), w)
