@@ -231,7 +231,7 @@ def collate(pad_id: int) -> Callable[[list[dict]], dict]:
         batch["labels"] = torch.tensor(
             labels, dtype=torch.float if isinstance(labels[0], float) else torch.long
         )
-        for key in ("t_logits", "t_maps"):
+        for key in ("t_logits", "t_maps", "t_cls"):
             if key in examples[0]:
                 batch[key] = _pad_stack([ex[key] for ex in examples], width if key == "t_maps" else None)
         return batch
@@ -241,7 +241,7 @@ def collate(pad_id: int) -> Callable[[list[dict]], dict]:
 
 def _pad_stack(values: list, width: int | None) -> torch.Tensor:
     """Stack per-example tensors; `width`: pad the last dim with zeros to it (maps: [views, L])."""
-    tensors = [torch.as_tensor(v, dtype=torch.float) for v in values]
+    tensors = [v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float) for v in values]
     if width is not None:
         tensors = [torch.nn.functional.pad(t, (0, width - t.shape[-1])) for t in tensors]
     return torch.stack(tensors)

@@ -210,7 +210,7 @@ def test_student_copy_of_teacher_has_zero_loss_and_double_backward_reaches_only_
         student.embed(batch),
         targets,
     )
-    assert float(loss) == pytest.approx(0.0, abs=1e-20)
+    assert loss.item() == pytest.approx(0.0, abs=1e-20)
     other = toy(seed=4)
     loss = multi_view_attribution_loss(
         lambda x: teacher.head(x, batch),
