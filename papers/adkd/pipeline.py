@@ -36,7 +36,7 @@ from common.stages import runs_dir, stage_hash, worker_pool
 from common.tables import plot_curves
 from papers.adkd.config import METHODS, AdkdConfig, ExperimentConfig, task_settings
 from papers.adkd.data import Task, glue_task, synthetic_task
-from papers.adkd.stages import ArmJob, main_metric, run_arm, teacher_stage
+from papers.adkd.stages import ArmJob, main_metric, quiet_libraries, run_arm, teacher_stage
 
 SLUG = "adkd"
 log = logging.getLogger(__name__)
@@ -74,21 +74,30 @@ def build_task(name: str, exp: ExperimentConfig, data_dir: str | None, from_shar
 
 
 def check_settings(task: Task, exp: ExperimentConfig, student) -> None:
-    """One line for a setting that cannot run: an unknown method, K > d."""
+    """One line for a setting that cannot run: an unknown method, K > d, PKD across hidden sizes."""
     unknown = [m for m in student.methods if m not in METHODS]
     if unknown:
         raise ConfigProblem(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
     teacher, _ = task_settings(exp, task.name)
-    d = teacher.net.d_model if teacher.net.model == "toy" else load_config(teacher.net.model).hidden_size
+    d = _hidden_size(teacher.net)
     if student.top_k is not None and not 1 <= student.top_k <= d:
         raise ConfigProblem(
             f"{task.name}: top-K K = {student.top_k} must be between 1 and the teacher's hidden size d = {d}"
         )
+    if "PKD" in student.methods and _hidden_size(student.net) != d:
+        raise ConfigProblem(
+            f"{task.name}: PKD needs the student's hidden size ({_hidden_size(student.net)}) to equal the "
+            f"teacher's ({d}); drop PKD from student.methods"
+        )
+
+
+def _hidden_size(net) -> int:
+    return net.d_model if net.model == "toy" else load_config(net.model).hidden_size
 
 
 def _reproduce(cfg: AdkdConfig, force: bool, data_dir: str | None, results_root: Path | None) -> Path:
     torch.set_num_threads(cfg.run.torch_threads)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # a line per checkpoint file otherwise
+    quiet_libraries()
     start, root = time.perf_counter(), runs_dir() / SLUG / cfg.scale
     rows, extra, plots = [], {"tasks": {}}, {}
     for exp_name, exp in experiments(cfg):
@@ -123,7 +132,7 @@ def _reproduce(cfg: AdkdConfig, force: bool, data_dir: str | None, results_root:
             with worker_pool(cfg.run.workers, cfg.run.torch_threads) as pool:
                 arms = [f.result() for f in [pool.submit(run_arm, job) for job in jobs]]
             model_label = _model_label(exp_name, teacher_cfg, student_cfg)
-            rows += result_rows(task, model_label, arms)
+            rows += result_rows(task, model_label, arms) + teacher_rows(task, teacher_cfg, teacher)
             extra["tasks"][task.name] = {"teacher": teacher, "summary": summary(arms), "arms": arms}
             plots[task.name] = (task, teacher, arms)
             log.info("adkd %s: teacher %s; %s", task.name, teacher["test"], summary(arms))
@@ -182,6 +191,24 @@ def result_rows(task: Task, model_label: str, arms: list[dict]) -> list[dict]:
                 }
             )
     return rows
+
+
+def teacher_rows(task: Task, cfg, teacher: dict) -> list[dict]:
+    """The teacher's test scores (one run, method `teacher`): the level the students distil from."""
+    return [
+        {
+            "table": "toy" if task.name == "toy-signal-sum" else "glue-dev",
+            "setting": f"{task.name} n_teacher={len(task.teacher_train)}",
+            "model": cfg.net.model
+            if cfg.net.model != "toy"
+            else f"toy {cfg.net.num_layers}L-d{cfg.net.d_model}",
+            "method": "teacher",
+            "benchmark": task.benchmark,
+            "metric": metric,
+            "value": value,
+        }
+        for metric, value in teacher["test"].items()
+    ]
 
 
 def summary(arms: list[dict]) -> dict[str, str]:

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from transformers.utils import logging as transformers_logging
 
 from common.checkpoints import STATE_FILE, complete_checkpoints
+from common.reproduce import configure_logging
 from common.stages import atomic_write_json, read_json, stage_hash
 from common.train import TrainConfig, train
 from papers.adkd.adkd import (
@@ -45,6 +47,13 @@ from papers.adkd.models import ToyEncoder, ToyModelConfig, cross_entropy, load_b
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
+
+
+def quiet_libraries() -> None:
+    """accelerate logs a line per checkpoint file; transformers a load report per truncated student."""
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def build_model(net: ModelConfig, num_labels: int, max_len: int = 13) -> torch.nn.Module:
@@ -294,15 +303,14 @@ def run_arm(job: ArmJob) -> dict:
     if (out / "metrics.json").exists() and not job.force:
         return read_json(out / "metrics.json")
     torch.set_num_threads(job.threads)
+    if not logging.getLogger().handlers:  # a spawned worker: the driver's log format and level
+        configure_logging()
+    quiet_libraries()
     start, cfg = time.perf_counter(), job.cfg
     teacher = load_teacher(job.teacher_net, job.num_labels, job.teacher_weights)
     torch.manual_seed(job.seed)
     student = build_model(cfg.net, job.num_labels)
     pairs = pkd_layers(student.num_layers, teacher.num_layers) if job.method == "PKD" else []
-    if pairs and student.hidden_size != teacher.hidden_size:
-        raise ValueError(
-            f"PKD needs equal hidden sizes (student {student.hidden_size}, teacher {teacher.hidden_size})"
-        )
     examples = teacher_targets(teacher, job.train, job.pad_id, cfg, job.num_labels, [t for _, t in pairs])
     del teacher
     select_best = cfg.select == "best-dev"

@@ -128,7 +128,7 @@ def test_tiny_synthetic_run_writes_results_and_is_cached(tmp_path, monkeypatch):
     rows = _rows(out)
     assert {(r["method"], r["setting"]) for r in rows} == {
         (m, f"toy-signal-sum n_student=64 seed {s}") for m in ("KD", "AD-KD") for s in (0, 1)
-    }
+    } | {("teacher", "toy-signal-sum n_teacher=256")}
     assert all(r["benchmark"] == "toy-signal-sum" and 0 <= float(r["value"]) <= 100 for r in rows)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["seeds"] == [0, 1] and "toy-signal-sum" in prov["tasks"]
@@ -140,3 +140,36 @@ def test_tiny_synthetic_run_writes_results_and_is_cached(tmp_path, monkeypatch):
 def test_data_error_is_a_data_error():
     with pytest.raises(DataError, match="unknown GLUE task"):
         glue_task("wnli", get_config("toy").glue.data, None, None)
+
+
+def test_pkd_across_hidden_sizes_is_one_line():
+    cfg = apply_overrides(get_config("toy"), [*TINY_SYNTHETIC, "synthetic.student.methods=[KD, PKD]"])
+    with pytest.raises(
+        SystemExit, match=r"PKD needs the student's hidden size \(32\) to equal the teacher's \(48\)"
+    ):
+        reproduce(cfg)
+
+
+@pytest.mark.slow
+@needs_shared
+def test_tiny_real_sst2_run_with_minilm(tmp_path, monkeypatch):
+    """The HF path end to end on the real files: MiniLM teacher, 2-layer student, KD and AD-KD."""
+    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
+    sets = [
+        "synthetic.enabled=false",
+        "seeds=[0]",
+        "run.workers=1",
+        "glue.data.n_teacher_train=64",
+        "glue.data.n_teacher_val=32",
+        "glue.data.n_student_train=32",
+        "glue.data.n_test=64",
+        "glue.teacher.epochs=1",
+        "glue.student.epochs=1",
+        "glue.student.net.num_layers=2",
+    ]
+    out = reproduce(apply_overrides(get_config("toy"), sets), results_root=tmp_path)
+    rows = _rows(out)
+    assert {r["method"] for r in rows} == {"KD", "AD-KD", "teacher"} and {r["benchmark"] for r in rows} == {
+        "SST-2 dev"
+    }
+    assert all(0 <= float(r["value"]) <= 100 for r in rows)
