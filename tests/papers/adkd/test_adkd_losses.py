@@ -245,10 +245,10 @@ def test_attribution_gradient_matches_finite_differences():
     h, i, j = 1e-6, 1, 3
     with torch.no_grad():
         w[i, j] += h
-    up = float(loss())
+    up = loss().item()
     with torch.no_grad():
         w[i, j] -= 2 * h
-    down = float(loss())
+    down = loss().item()
     with torch.no_grad():
         w[i, j] += h
     assert float(g[i, j]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
