@@ -179,7 +179,6 @@ def teacher_stage(task: Task, cfg: TeacherConfig, root: Path, force: bool) -> di
     epoch, val_scores, state = _select(model, out / "train", task.teacher_val, task.pad_id, task.name)
     model.load_state_dict(state)
     save_file(state, str(out / "best.safetensors"))
-    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # optimizer states: not needed again
     metrics = {
         "best_epoch": epoch,
         "val_scores": val_scores,
@@ -188,6 +187,8 @@ def teacher_stage(task: Task, cfg: TeacherConfig, root: Path, force: bool) -> di
         "wall_s": time.perf_counter() - start,
     }
     atomic_write_json(out / "metrics.json", metrics)
+    # only now: a run killed before metrics.json resumes from them (optimizer states: not needed again)
+    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
     log.info("%s teacher: best epoch %s (val %s), test %s", task.name, epoch, val_scores, metrics["test"])
     return metrics
 
@@ -328,7 +329,6 @@ def run_arm(job: ArmJob) -> dict:
             student.load_state_dict(state)
             per_epoch.append({"epoch": epoch, **evaluate(student, job.test, job.pad_id, job.task_name)})
     chosen = max(per_epoch, key=main_metric) if select_best else per_epoch[-1]
-    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
     metrics = {
         "method": job.method,
         "seed": job.seed,
@@ -340,6 +340,7 @@ def run_arm(job: ArmJob) -> dict:
         "wall_s": time.perf_counter() - start,
     }
     atomic_write_json(out / "metrics.json", metrics)
+    shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)  # after metrics.json, as the teacher's
     log.info(
         "%s %s seed %d: %s (%.0f s)", job.task_name, job.method, job.seed, metrics["test"], metrics["wall_s"]
     )

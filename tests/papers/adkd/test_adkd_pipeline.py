@@ -135,6 +135,9 @@ def test_tiny_synthetic_run_writes_results_and_is_cached(tmp_path, monkeypatch):
     assert (out / "toy-signal-sum.png").stat().st_size > 0
     again = reproduce(cfg, results_root=tmp_path)  # every stage cached: the same numbers
     assert _rows(again) == rows
+    arm = next((tmp_path / "runs" / "adkd" / "toy" / "toy-signal-sum").glob("AD-KD-seed1-*"))
+    (arm / "metrics.json").unlink()  # as if killed before its last write: retrained, bit for bit
+    assert _rows(reproduce(cfg, results_root=tmp_path)) == rows
 
 
 def test_data_error_is_a_data_error():
