@@ -25,6 +25,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     LlamaConfig,
     PretrainedConfig,
@@ -234,6 +235,12 @@ def load_causal_lm(
 def load_encoder(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedModel:
     """A bare encoder (e.g. BERT) in eval mode, fp32."""
     return _load(AutoModel.from_pretrained, name_or_path, "encoder", **kwargs).eval()
+
+
+def load_sequence_classifier(name_or_path: str | os.PathLike, **kwargs) -> PreTrainedModel:
+    """An encoder with a sequence-classification head (`AutoModelForSequenceClassification`; e.g.
+    `num_labels=2`, `attn_implementation="eager"`), fp32, in eval mode; a missing model is one line."""
+    return _load(AutoModelForSequenceClassification.from_pretrained, name_or_path, "model", **kwargs).eval()
 
 
 def load_config(name_or_path: str | os.PathLike) -> PretrainedConfig:
