@@ -58,6 +58,8 @@ def _hardware() -> dict:
         info["ram_gib"] = round(mem_kb / 2**20, 1)
     except (OSError, StopIteration):
         pass
+    if hasattr(os, "getloadavg"):  # how busy the machine was when the results were written
+        info["load_avg_15min"] = round(os.getloadavg()[2], 2)
     try:
         import torch
 

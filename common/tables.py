@@ -247,8 +247,15 @@ def claims_summary(slug: str, scale: str, root: Path | None = None) -> str:
 
 
 def _toy_runtime(slug: str, root: Path | None) -> str:
+    """The committed toy run's wall time, with the machine's 15-minute load average when recorded."""
     path = paper_dir(slug, root) / "results" / "toy" / "provenance.json"
-    return format_duration(json.loads(path.read_text()).get("wall_time_s")) if path.exists() else "-"
+    if not path.exists():
+        return "-"
+    prov = json.loads(path.read_text())
+    load = (prov.get("hardware") or {}).get("load_avg_15min")
+    cores = (prov.get("hardware") or {}).get("cpu_count")
+    busy = f" (load {load:g} on {cores} cores)" if load is not None and cores else ""
+    return format_duration(prov.get("wall_time_s")) + busy
 
 
 def render_papers_table(root: Path | None = None, scale: str = "toy") -> str:

@@ -82,7 +82,12 @@ def test_write_results_roundtrip_and_provenance(root):
         assert key in prov, key
     assert prov["seeds"] == [0, 1] and prov["wall_time_s"] == 12.35 and prov["versions"]["torch"]
     assert prov["commit"] and len(prov["commit"]) == 40  # the test runs inside the project's git checkout
+    assert prov["hardware"]["load_avg_15min"] >= 0 and prov["hardware"]["cpu_count"] >= 1
     assert not list(out.glob("*.tmp"))
+    # the top README's runtime column says how busy the machine was
+    top = tables.render_papers_table(root)
+    load = prov["hardware"]["load_avg_15min"]
+    assert f"| 12 s (load {load:g} on {prov['hardware']['cpu_count']} cores) |" in top
 
 
 @pytest.mark.parametrize(
@@ -263,8 +268,10 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert "| +10.00 ± 0.00 (n=2) | [+10.00, +10.00] | holds |" in text and "Reproduced, toy scale" in text
     assert "| REINFORCE+Q-RM | toy-arith | pass@1 | 40.50 ± 0.71 | 2 |" in text  # seeds aggregated
     top = (root / "README.md").read_text()
+    hw = json.loads((root / "papers/qrm/results/toy/provenance.json").read_text())["hardware"]
     assert (
-        "| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s "
+        f"| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s (load {hw['load_avg_15min']:g} "
+        f"on {hw['cpu_count']} cores) "
         "| 1/1 hold, 2 without rows, 3 not checkable at toy |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | - | no results yet |" in top
