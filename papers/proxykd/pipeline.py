@@ -36,12 +36,13 @@ from common.config import config_dict
 from common.data import DataError
 from common.models import ModelNotFoundError
 from common.results import write_results
-from common.stages import StageError, is_main_process, runs_dir, stage_hash
+from common.stages import StageError, is_main_process, read_json, runs_dir, stage_hash
 from common.tables import plot_curves
 from papers.proxykd.config import ProxyKDConfig
 from papers.proxykd.data import Task, markov_task, real_task
 from papers.proxykd.stages import (
     ARMS,
+    BadSetting,
     EmptyAnswer,
     encode_rows,
     proxy_evals,
@@ -69,7 +70,7 @@ def reproduce(
     repo root, for tests). A dead endpoint, an empty answer, a missing file or model stops with one line."""
     try:
         return _reproduce(cfg, force, data_dir, results_root)
-    except (TeacherError, EmptyAnswer, DataError, ModelNotFoundError, StageError) as err:
+    except (TeacherError, EmptyAnswer, BadSetting, DataError, ModelNotFoundError, StageError) as err:
         raise SystemExit(f"proxykd {cfg.scale}: {str(err).splitlines()[0]}") from None
 
 
@@ -117,8 +118,6 @@ def run_seed(task: Task, cfg: ProxyKDConfig, seed: int, root: Path) -> dict:
 
 
 def read_eval(folder: Path) -> dict:
-    from common.stages import read_json
-
     return read_json(folder / "info.json")["eval"]
 
 

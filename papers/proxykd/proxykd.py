@@ -161,8 +161,8 @@ def student_loss(
     nll = nll_loss(student_logits, labels)
     mask = labels[:, 1:] != IGNORE_INDEX
     if alpha == 0.0 or not bool(mask.any()):
-        return nll, {"nll": float(nll), "kl": 0.0}
+        return nll, {"nll": nll.item(), "kl": 0.0}
     kl = topk_forward_kl(
         student_logits[:, :-1], proxy_logits[:, :-1], mask, k=k, weights=weights, smoothing=smoothing
     )
-    return nll + alpha * kl, {"nll": float(nll), "kl": float(kl)}
+    return nll + alpha * kl, {"nll": nll.item(), "kl": kl.item()}

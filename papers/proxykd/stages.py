@@ -58,6 +58,10 @@ class EmptyAnswer(ValueError):
     """An answer that encodes to no target token; the message names the row."""
 
 
+class BadSetting(ValueError):
+    """A config value the models cannot satisfy (e.g. top-k larger than the vocabulary)."""
+
+
 # --- 1. the teacher's answers and the split ------------------------------------------------------------
 
 
@@ -77,7 +81,7 @@ def split_sizes(n: int, split) -> tuple[int, int, int]:
     if None not in (split.n_warmup, split.n_proxy, split.n_student):
         sizes = (split.n_warmup, split.n_proxy, split.n_student)
         if sum(sizes) > n:
-            raise ValueError(f"split asks for {sum(sizes)} answers, the teacher gave {n}")
+            raise BadSetting(f"the split asks for {sum(sizes)} answers, the teacher gave {n}")
         return sizes
     w, p = math.floor(split.warmup * n), math.floor(split.proxy * n)
     return w, p, min(n - w - p, math.floor(split.student * n + 0.5))
@@ -147,7 +151,7 @@ def _nll_fn(model, batch):
     loss = nll_loss(
         model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
     )
-    return loss, {"nll": float(loss)}
+    return loss, {"nll": loss.item()}
 
 
 # --- 2. the proxy: warm-up SFT, NLL on D_p, K preference iterations ------------------------------------
@@ -171,12 +175,12 @@ def _dpo_fn(beta: float, reduction: str, preference: bool):
         n = batch["ref_chosen"].shape[0]
         nll = nll_loss(logits[:n], batch["labels"][:n])  # Eq. 3 on the teacher's answers
         if not preference:
-            return nll, {"nll": float(nll)}
+            return nll, {"nll": nll.item()}
         lp = sequence_logprobs(logits, batch["labels"], reduction)
         pref = dpo_loss(
             lp[:n], lp[n:], batch["ref_chosen"].to(lp.dtype), batch["ref_rejected"].to(lp.dtype), beta
         )
-        return nll + pref, {"nll": float(nll), "dpo": float(pref)}  # Eq. 6: equal weights (code)
+        return nll + pref, {"nll": nll.item(), "dpo": pref.item()}  # Eq. 6: equal weights (code)
 
     return loss_fn
 
@@ -329,7 +333,7 @@ def targets_stage(task: Task, cfg: ProxyKDConfig, proxy: Path, encoded: list[dic
                 b = collate(encoded[j : min(j + 64, start + chunk, len(encoded))])
                 logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
                 if not 0 < k <= logits.shape[-1]:
-                    raise ValueError(f"student.top_k={k} must be in 1..{logits.shape[-1]} (the vocabulary)")
+                    raise BadSetting(f"student.top_k={k} must be in 1..{logits.shape[-1]} (the vocabulary)")
                 values, ids = logits.topk(k, dim=-1)
                 _, mask = token_logprobs(logits, b["labels"])
                 part["mean_logp"] += sequence_logprobs(logits, b["labels"], "mean").tolist()
@@ -377,7 +381,7 @@ def _student_fn(task: Task, cfg: ProxyKDConfig, mode: str):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         if mode == "sft":
             loss = nll_loss(logits, batch["labels"])
-            return loss, {"nll": float(loss)}
+            return loss, {"nll": loss.item()}
         if mode == "teacher":
             target, k, weights = task.white_box(batch["input_ids"]), logits.shape[-1], None
         else:
