@@ -121,6 +121,8 @@ class EvalConfig:
     """Greedy decoding length (code: max_seq_len)."""
     n_test: int = 1000
     """Toy: fresh teacher sequences of the test set (spec toy: 1,000)."""
+    proxies: bool = True
+    """Also evaluate the proxy after each alignment step (the alignment plot; ours)."""
 
 
 @dataclass(frozen=True)

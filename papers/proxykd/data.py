@@ -13,6 +13,7 @@ read with `common.data.load_rows(DATASETS[name], "test", data_dir)`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -134,6 +135,26 @@ def markov_task(cfg: ProxyKDConfig, seed: int) -> Task:
 
 TEACHER_SUFFIX = '\nAnswer step by step and end with the sentence "Therefore, the answer is X."'
 """Appended to the question for the teacher (ours: the paper's GPT-4 data come from existing datasets)."""
+REFERENCE_TEACHER = "gsm8k-reference"
+"""`teacher.model` whose answers are GSM8K's own reference solutions (calculator marks removed, closed by
+"Therefore, the answer is N."): a text-only teacher that needs no model, as the paper's GPT-4 answers
+were taken from existing datasets."""
+
+
+def reference_asker(rows: list[dict]) -> Asker:
+    """The GSM8K train rows' reference solutions, looked up by the teacher prompt."""
+    by_prompt = {
+        r["question"] + TEACHER_SUFFIX: re.sub(r"<<[^>]*>>", "", r.get("rationale", "")).strip()
+        + f"\nTherefore, the answer is {r['answer']}."
+        for r in rows
+    }
+
+    def ask(prompts, start: int):
+        return [
+            (by_prompt[p], None) if p in by_prompt else (None, "not a GSM8K train question") for p in prompts
+        ]
+
+    return ask
 
 
 def _hf_parts(cfg: ProxyKDConfig, max_len: int = 1024):
@@ -184,7 +205,9 @@ def real_task(cfg: ProxyKDConfig, data_dir: str | None, asker: Asker | None = No
         if name not in EVAL_SETS:
             raise ValueError(f"unknown eval set {name!r}; valid: {', '.join(EVAL_SETS)}")
         tests[name] = load_rows(DATASETS[f"proxykd-{name}"], "test", data_dir)[: cfg.eval.limit]
-    if asker is None and cfg.teacher.endpoint:
+    if asker is None and cfg.teacher.model == REFERENCE_TEACHER:
+        asker = reference_asker(rows)
+    elif asker is None and cfg.teacher.endpoint:
         asker = endpoint_asker(cfg.teacher)
     elif asker is None:
         from common.generation import make_generator

@@ -40,19 +40,10 @@ from common.stages import StageError, is_main_process, read_json, runs_dir, stag
 from common.tables import plot_curves
 from papers.proxykd.config import ProxyKDConfig
 from papers.proxykd.data import Task, markov_task, real_task
-from papers.proxykd.stages import (
-    ARMS,
-    BadSetting,
-    EmptyAnswer,
-    encode_rows,
-    proxy_evals,
-    proxy_stage,
-    split_rows,
-    student_stage,
-    targets_stage,
-    teacher_stage,
-)
+from papers.proxykd.proxy import proxy_evals, proxy_stage
+from papers.proxykd.stages import ARMS, split_rows, student_stage, targets_stage, teacher_stage
 from papers.proxykd.teacher import TeacherError
+from papers.proxykd.training import BadSetting, EmptyAnswer, encode_rows
 
 SLUG = "proxykd"
 log = logging.getLogger(__name__)
@@ -137,7 +128,7 @@ def result_rows(task: Task, per_seed: dict[int, dict], table: str) -> list[dict]
                         sft = out["arms"]["sft"]["eval"][bench][metric]
                         rows.append({**row, "metric": "KL relative to SFT", "value": round(value / sft, 5)})
         for name, evals in out.get("proxies", {}).items():
-            for bench, metrics in evals[-1].items():
+            for bench, metrics in (evals[-1] or {}).items():
                 for metric, value in metrics.items():
                     row = {
                         **base,
@@ -168,7 +159,7 @@ def _plot(per_seed: dict[int, dict], out: Path, bench: str, metric: str) -> None
         runs = [
             [(x, e[bench][metric]) for x, e in enumerate(o["proxies"][name])]
             for o in per_seed.values()
-            if "proxies" in o
+            if "proxies" in o and all(bench in e for e in o["proxies"][name])
         ]
         if runs:
             series[PROXY_LABELS[name]] = runs

@@ -2,7 +2,7 @@
 
     rows = teacher_stage(task, cfg, root)                       # the teacher's answers, cached JSONL
     d_w, d_p, d_s = split_rows(rows, cfg.split, seed)           # 10 / 45 / 45 %
-    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root)      # warm-up SFT, NLL-only and NLL + DPO proxies
+    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root)      # papers/proxykd/proxy.py
     targets = targets_stage(task, cfg, proxy, d_s, folder)      # offline top-k logits + mean log-prob on D_s
     metrics = student_stage(task, cfg, arm, data, targets, seed, folder)   # one arm, evaluated
 
@@ -16,19 +16,16 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from common.stages import atomic_write_json, cached_json, read_json, stage_hash, temp_path
-from common.train import TrainConfig, pad_collate, train
+from common.stages import cached_json, stage_hash, temp_path
+from common.train import pad_collate
 from papers.proxykd.config import ProxyKDConfig
-from papers.proxykd.data import IGNORE, Task
+from papers.proxykd.data import Task
 from papers.proxykd.proxykd import (
-    dpo_loss,
     nll_loss,
     proxy_sample_weights,
     sequence_logprobs,
@@ -37,6 +34,7 @@ from papers.proxykd.proxykd import (
     token_logprobs,
 )
 from papers.proxykd.teacher import teacher_answers
+from papers.proxykd.training import BadSetting, fit_model, load_model
 
 log = logging.getLogger(__name__)
 ARMS = {
@@ -52,14 +50,6 @@ ARMS = {
 }
 """The student arms. TAKD: plain KD from the teacher-assistant (the proxy after warm-up SFT only);
 white_box: the calibration arm, full-vocabulary KL to the true teacher (only where its logits are known)."""
-
-
-class EmptyAnswer(ValueError):
-    """An answer that encodes to no target token; the message names the row."""
-
-
-class BadSetting(ValueError):
-    """A config value the models cannot satisfy (e.g. top-k larger than the vocabulary)."""
 
 
 # --- 1. the teacher's answers and the split ------------------------------------------------------------
@@ -94,220 +84,6 @@ def split_rows(rows: list[dict], split, seed: int) -> tuple[list[dict], list[dic
     w, p, s = split_sizes(len(rows), split)
     pick = [rows[i] for i in order]
     return pick[:w], pick[w : w + p], pick[w + p : w + p + s]
-
-
-def encode_rows(task: Task, rows: list[dict], who: str) -> list[dict]:
-    out = []
-    for r in rows:
-        ex = task.encode(r["prompt"], r["answer"])
-        if not any(label != IGNORE for label in ex["labels"][1:]):
-            raise EmptyAnswer(f"{who}: row {r['id']}: the answer {r['answer'][:40]!r} has no target token")
-        out.append(ex)
-    return out
-
-
-# --- models on disk --------------------------------------------------------------------------------------
-
-
-def save_model(model: torch.nn.Module, folder: Path, info: dict) -> None:
-    """The trainable weights (all of a toy model, the adapters of a LoRA one) + info.json; the weights
-    file is renamed into place last: its presence marks the stage as done."""
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "info.json", info)
-    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    tmp = temp_path(folder / "model.safetensors")
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")
-
-
-def load_model(task: Task, role: str, folder: Path) -> torch.nn.Module:
-    model = task.new_model(role, 0)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
-    return model.eval()
-
-
-def _fit(
-    model, examples, loss_fn, lr: float, batch: int, epochs: float, seed: int, out: Path, collate
-) -> dict:
-    """`epochs` passes of Adam (constant lr, no clipping, no decay) over `examples` via common.train."""
-    steps = max(1, int(epochs * (len(examples) // batch)))
-    cfg = TrainConfig(
-        output_dir=str(out / "train"),
-        max_steps=steps,
-        batch_size=min(batch, len(examples)),
-        lr=lr,
-        lr_schedule="constant",
-        max_grad_norm=None,
-        seed=seed,
-        progress=False,
-        report_to="none",
-    )
-    result = train(model, examples, loss_fn, cfg, collate_fn=collate)
-    shutil.rmtree(out / "train", ignore_errors=True)
-    return {"steps": result.steps, "final_loss": result.final_loss}
-
-
-def _nll_fn(model, batch):
-    loss = nll_loss(
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
-    )
-    return loss, {"nll": loss.item()}
-
-
-# --- 2. the proxy: warm-up SFT, NLL on D_p, K preference iterations ------------------------------------
-
-
-def _pair_collate(pad_id: int):
-    pad = pad_collate(pad_id)
-
-    def collate(examples):
-        batch = pad([e["chosen"] for e in examples] + [e["rejected"] for e in examples])
-        for key in ("ref_chosen", "ref_rejected"):
-            batch[key] = torch.tensor([e[key] for e in examples])
-        return batch
-
-    return collate
-
-
-def _dpo_fn(beta: float, reduction: str, preference: bool):
-    def loss_fn(model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        n = batch["ref_chosen"].shape[0]
-        nll = nll_loss(logits[:n], batch["labels"][:n])  # Eq. 3 on the teacher's answers
-        if not preference:
-            return nll, {"nll": nll.item()}
-        lp = sequence_logprobs(logits, batch["labels"], reduction)
-        pref = dpo_loss(
-            lp[:n], lp[n:], batch["ref_chosen"].to(lp.dtype), batch["ref_rejected"].to(lp.dtype), beta
-        )
-        return nll + pref, {"nll": nll.item(), "dpo": pref.item()}  # Eq. 6: equal weights (code)
-
-    return loss_fn
-
-
-@torch.no_grad()
-def _sequence_logps(model, examples: list[dict], pad_id: int, reduction: str, batch: int = 64) -> list[float]:
-    collate, out = pad_collate(pad_id), []
-    model.eval()
-    for start in range(0, len(examples), batch):
-        b = collate(examples[start : start + batch])
-        device = next(model.parameters()).device
-        logits = model(
-            input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)
-        ).logits
-        out += sequence_logprobs(logits, b["labels"].to(device), reduction).tolist()
-    return out
-
-
-def proxy_stage(task: Task, cfg: ProxyKDConfig, d_w, d_p, seed: int, root: Path) -> dict[str, Path]:
-    """Folders of the proxies: `warmup` (SFT on D_w: the unaligned proxy), `nll_only` (+ NLL on D_p, the
-    K iterations without the preference loss) and `aligned` (+ NLL + DPO, Eq. 6)."""
-    pc = cfg.proxy
-    base = {"task": task.key, "proxy": asdict(pc), "split": asdict(cfg.split), "seed": seed, "v": 1}
-    warm_key = {**base, "proxy": [pc.model, pc.lora, pc.lora_r, pc.lr, pc.batch_size, pc.warmup_epochs]}
-    warm = root / "proxy" / f"warmup-s{seed}-{stage_hash(warm_key)}"
-    if not (warm / "model.safetensors").exists():
-        model = task.new_model("proxy", seed)
-        fit = _fit(
-            model,
-            encode_rows(task, d_w, "D_w"),
-            _nll_fn,
-            pc.lr,
-            pc.batch_size,
-            pc.warmup_epochs,
-            seed,
-            warm,
-            pad_collate(task.pad_id),
-        )
-        save_model(model, warm, {"stage": "warmup", **fit, "eval": task.evaluate(model)})
-    out = {"warmup": warm}
-    for name, preference in (("nll_only", False), ("aligned", True)):
-        out[name] = _align(
-            task, cfg, warm, d_p, seed, root / "proxy" / f"{name}-s{seed}-{stage_hash(base)}", preference
-        )
-    return out
-
-
-def _align(
-    task: Task, cfg: ProxyKDConfig, warm: Path, d_p, seed: int, folder: Path, preference: bool
-) -> Path:
-    """NLL epochs on D_p, then K iterations: the previous proxy samples one answer per prompt (rejected),
-    the teacher's answer is chosen, reference log-probs from the previous (or the warm-up) proxy, and
-    NLL (+ DPO) on the pairs. Iteration k is saved in `folder/iter-k`; the last is returned."""
-    pc = cfg.proxy
-    final = folder / f"iter-{pc.iterations}"
-    if (final / "model.safetensors").exists():
-        return final
-    encoded = encode_rows(task, d_p, "D_p")
-    collate = pad_collate(task.pad_id)
-    prev = folder / "iter-0"
-    if not (prev / "model.safetensors").exists():
-        model = load_model(task, "proxy", warm)
-        fit = (
-            _fit(model, encoded, _nll_fn, pc.lr, pc.batch_size, pc.nll_epochs, seed, prev, collate)
-            if pc.nll_epochs
-            else {}
-        )
-        save_model(model, prev, {"stage": "nll", **fit, "eval": task.evaluate(model)})
-    reference = load_model(task, "proxy", warm) if pc.reference == "warmup" else None
-    chunks = _chunks(len(d_p), pc.iterations if pc.chunked else 1)
-    for k in range(1, pc.iterations + 1):
-        here = folder / f"iter-{k}"
-        if (here / "model.safetensors").exists():
-            prev = here
-            continue
-        model = load_model(task, "proxy", prev)
-        idx = chunks[(k - 1) % len(chunks)]
-        rows = [d_p[i] for i in idx]
-        chosen = [encoded[i] for i in idx]
-        rejected_text = task.sample(model, [r["prompt"] for r in rows], seed * 1000 + k, pc)
-        rejected = [task.encode(r["prompt"], t) for r, t in zip(rows, rejected_text)]
-        ref = reference or model  # default: the previous proxy, before this iteration's updates (paper)
-        ref_c = _sequence_logps(ref, chosen, task.pad_id, pc.logp)
-        ref_r = _sequence_logps(ref, rejected, task.pad_id, pc.logp)
-        pairs = [
-            {"chosen": c, "rejected": r, "ref_chosen": a, "ref_rejected": b}
-            for c, r, a, b in zip(chosen, rejected, ref_c, ref_r)
-        ]
-        fit = _fit(
-            model,
-            pairs,
-            _dpo_fn(pc.beta, pc.logp, preference),
-            pc.dpo_lr or pc.lr,
-            pc.batch_size,
-            pc.epochs_per_iteration,
-            seed + k,
-            here,
-            _pair_collate(task.pad_id),
-        )
-        save_model(
-            model,
-            here,
-            {"stage": f"iteration {k}", "preference": preference, **fit, "eval": task.evaluate(model)},
-        )
-        prev = here
-    return prev
-
-
-def _chunks(n: int, k: int) -> list[list[int]]:
-    size = math.ceil(n / k)
-    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-
-
-def proxy_evals(proxies: dict[str, Path], iterations: int) -> dict[str, list[dict]]:
-    """The test evaluation after each alignment step of the `nll_only` and `aligned` proxies, the warm-up
-    first (x = 0: warm-up, 1: the NLL epochs on D_p, 1 + k: iteration k), for the plots and provenance."""
-    warm = read_json(proxies["warmup"] / "info.json")["eval"]
-    return {
-        name: [
-            warm,
-            *(
-                read_json(proxies[name].parent / f"iter-{k}" / "info.json")["eval"]
-                for k in range(iterations + 1)
-            ),
-        ]
-        for name in ("nll_only", "aligned")
-    }
 
 
 # --- 3. offline proxy targets on D_s ---------------------------------------------------------------------
@@ -418,7 +194,7 @@ def student_stage(
                 e.update(weight=w, top_ids=ids.long(), top_logits=values)
             extra = {"weight_mean": float(weights.mean()), "weight_sd": float(weights.std(unbiased=False))}
         model = task.new_model("student", seed)
-        fit = _fit(
+        fit = fit_model(
             model,
             data,
             _student_fn(task, cfg, mode),

@@ -15,7 +15,8 @@ from common.results import evaluate_claims
 from papers.proxykd import pipeline
 from papers.proxykd.config import PRESETS, TeacherConfig, get_config
 from papers.proxykd.data import markov_task
-from papers.proxykd.stages import ARMS, proxy_stage, split_rows, targets_stage, teacher_stage
+from papers.proxykd.proxy import proxy_stage
+from papers.proxykd.stages import ARMS, split_rows, targets_stage, teacher_stage
 from papers.proxykd.teacher import endpoint_asker
 from tests.common.fake_openai import MODEL_ID, FakeOpenAI
 
