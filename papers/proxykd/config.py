@@ -127,8 +127,10 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "markov"
-    """`markov` (the spec's toy chain) | `gsm8k` (the GSM8K train questions answered by the teacher)."""
+    sources: tuple[str, ...] = ("markov",)
+    """Tasks, run one after the other into one results folder: `markov` (the spec's toy chain), `arith`
+    (common/synthetic's arithmetic world: toy teacher as the black box, mid model as proxy; the settings
+    of `ARITH` on top) | `gsm8k` (GSM8K train questions answered by the teacher)."""
     n_prompts: int | None = None
     """Real data: training prompts asked of the teacher (None: all)."""
     vocab: int = 32
@@ -199,7 +201,7 @@ SMALL = ProxyKDConfig(
     ),  # ours: 4 rounds fit one GPU-day
     student=StudentConfig(model="Qwen/Qwen2.5-0.5B-Instruct", lora=True, lr=1e-4, batch_size=8),
     eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval")),
-    data=DataConfig(source="gsm8k"),
+    data=DataConfig(sources=("gsm8k",)),
     run=RunConfig(arms=("sft", "proxykd", "unaligned", "takd", "no_pref", "plain_kl", "sft_all")),
 )
 PAPER = ProxyKDConfig(
@@ -208,10 +210,30 @@ PAPER = ProxyKDConfig(
     proxy=ProxyConfig(model="meta-llama/Llama-2-70b-hf", lora=True),
     student=StudentConfig(model="meta-llama/Llama-2-7b-hf", lora=True),
     eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval")),
-    data=DataConfig(source="gsm8k"),
+    data=DataConfig(sources=("gsm8k",)),
     run=RunConfig(arms=("sft", "proxykd", "unaligned", "takd", "no_pref", "plain_kl", "sft_all")),
 )
 PRESETS = {"toy": TOY, "small": SMALL, "paper": PAPER}
+
+ARITH = (
+    "split.n_warmup=100",
+    "split.n_proxy=450",
+    "split.n_student=450",
+    "data.n_prompts=1000",  # of the world's 4,000 train problems
+    "eval.n_test=300",
+    "teacher.max_tokens=96",
+    "proxy.lr=1e-3",
+    "proxy.dpo_lr=1e-4",
+    "proxy.batch_size=32",
+    "proxy.warmup_epochs=3",
+    "proxy.nll_epochs=3",
+    "proxy.max_tokens=96",
+    "student.lr=1e-3",
+    "student.batch_size=32",
+    "student.epochs=3",
+)
+"""`--set` assignments applied for the `arith` task only (ours): the models start from their SFT base
+(common.synthetic.base_models), so a few epochs at lower rates; every other field is the preset's."""
 
 
 def get_config(scale: str) -> ProxyKDConfig:

@@ -131,6 +131,80 @@ def markov_task(cfg: ProxyKDConfig, seed: int) -> Task:
     )
 
 
+# --- the toy arithmetic world: the toy teacher as a black box, the mid model as proxy -------------------
+
+
+def arith_task(cfg: ProxyKDConfig) -> Task:
+    """common/synthetic's arithmetic world: the toy teacher (0.97M parameters) answers the train prompts
+    by sampling (text only, temperature `teacher.temperature`); the mid model (0.47M) is the proxy, the
+    student base model (0.17M) the student; greedy accuracy (GSM8K strict grader on `####`) on the test
+    split. The three base models are trained on first use (common.synthetic.base_models, ~5 min)."""
+    from common.generation import HFGenerator
+    from common.models import load_causal_lm, load_tokenizer
+    from common.scoring import gsm8k_is_correct
+    from common.synthetic.base_models import get_base_model
+    from common.synthetic.world import DEFAULT_WORLD, make_splits
+    from papers.proxykd.teacher import local_asker
+
+    paths = {size: get_base_model(size) for size in ("teacher", "mid", "student")}
+    tok = load_tokenizer(paths["student"])
+    splits = make_splits(DEFAULT_WORLD)
+    train = splits["train"][: cfg.data.n_prompts]
+    test = splits["test"][: cfg.eval.n_test]
+    teacher = load_causal_lm(paths["teacher"], dtype=torch.float32).eval()
+
+    def new_model(role: str, s: int):
+        return load_causal_lm(paths["mid" if role == "proxy" else "student"], dtype=torch.float32)
+
+    def encode(prompt: str, answer: str) -> dict:
+        # the world's format (base_models.sft_examples): prompt, then " <rationale>" and EOS as the target
+        p = tok(prompt)["input_ids"]
+        a = tok(answer if answer.startswith(" ") else " " + answer, add_special_tokens=False)["input_ids"]
+        return {"input_ids": p + a + [tok.eos_token_id], "labels": [IGNORE] * len(p) + a + [tok.eos_token_id]}
+
+    def sample(model, prompts, s, proxy, temperature=None) -> list[str]:
+        t = proxy.sample_temperature if temperature is None else temperature
+        params = SamplingParams(
+            temperature=t, top_p=proxy.sample_top_p if t else 1.0, max_tokens=proxy.max_tokens, seed=s
+        )
+        return [
+            c.text
+            for c in HFGenerator(model, tok, batch_size=256, progress=False).generate(list(prompts), params)
+        ]
+
+    def evaluate(model) -> dict:
+        texts = sample(model, [p.prompt() for p in test], 0, cfg.proxy, temperature=0.0)
+        acc = sum(gsm8k_is_correct(t, str(p.answer)) for t, p in zip(texts, test)) / len(test)
+        return {"toy-arith": {"accuracy": 100 * acc}}
+
+    @torch.no_grad()
+    def white_box(ids: torch.Tensor) -> torch.Tensor:
+        return teacher.to(ids.device)(input_ids=ids).logits.float()
+
+    gen = HFGenerator(teacher, tok, batch_size=256, progress=False)
+    return Task(
+        name="arith",
+        setting="arith",
+        model_label="tiny-student",
+        ids=[p.uid for p in train],
+        prompts=[p.prompt() for p in train],
+        teacher_prompts=[p.prompt() for p in train],
+        ask=local_asker(gen, cfg.teacher),
+        encode=encode,
+        new_model=new_model,
+        sample=sample,
+        evaluate=evaluate,
+        vocab=len(tok),
+        pad_id=tok.pad_token_id,
+        white_box=white_box,
+        key={
+            "bases": {k: v.parent.name for k, v in paths.items()},
+            "n": len(train),
+            "n_test": len(test),
+        },
+    )
+
+
 # --- real models: GSM8K train questions, HF proxy and student -------------------------------------------
 
 TEACHER_SUFFIX = '\nAnswer step by step and end with the sentence "Therefore, the answer is X."'

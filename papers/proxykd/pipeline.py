@@ -32,14 +32,14 @@ from pathlib import Path
 
 import torch
 
-from common.config import config_dict
+from common.config import apply_overrides, config_dict
 from common.data import DataError
 from common.models import ModelNotFoundError
 from common.results import write_results
 from common.stages import StageError, is_main_process, read_json, runs_dir, stage_hash
 from common.tables import plot_curves
-from papers.proxykd.config import ProxyKDConfig
-from papers.proxykd.data import Task, markov_task, real_task
+from papers.proxykd.config import ARITH, ProxyKDConfig
+from papers.proxykd.data import Task, arith_task, markov_task, real_task
 from papers.proxykd.proxy import proxy_evals, proxy_stage
 from papers.proxykd.stages import ARMS, split_rows, student_stage, targets_stage, teacher_stage
 from papers.proxykd.teacher import TeacherError
@@ -51,6 +51,12 @@ GRADER = (
     "toy: exact KL(p_teacher || p_model) over the test positions (nats); real: the probable authors' "
     "evaluator (papers/proxykd/grading.py), strict = correct / all, answered = correct / answered"
 )
+BENCH = {
+    "markov": ("toy-markov", "KL to teacher"),
+    "arith": ("toy-arith", "accuracy"),
+    "gsm8k": ("GSM8K", "accuracy"),
+}
+"""The benchmark and metric of each task's alignment plot."""
 PROXY_LABELS = {"warmup": "proxy: warm-up SFT", "nll_only": "proxy: NLL only", "aligned": "proxy: NLL + DPO"}
 
 
@@ -65,11 +71,15 @@ def reproduce(
         raise SystemExit(f"proxykd {cfg.scale}: {str(err).splitlines()[0]}") from None
 
 
-def _task(cfg: ProxyKDConfig, seed: int, data_dir: str | None, cache: dict) -> Task:
-    if cfg.data.source == "markov":
+def _task(cfg: ProxyKDConfig, source: str, seed: int, data_dir: str | None, cache: dict) -> Task:
+    if source == "markov":
         return markov_task(cfg, seed)
-    if cfg.data.source != "gsm8k":
-        raise DataError(f"data.source {cfg.data.source!r}: valid are markov, gsm8k")
+    if source == "arith":  # one world and one set of teacher answers for every seed
+        if "arith" not in cache:
+            cache["arith"] = arith_task(cfg)
+        return cache["arith"]
+    if source != "gsm8k":
+        raise DataError(f"data.sources: {source!r} is not a task; valid: markov, arith, gsm8k")
     if "real" not in cache:
         cache["real"] = real_task(cfg, data_dir)
     return cache["real"]
@@ -138,7 +148,8 @@ def result_rows(task: Task, per_seed: dict[int, dict], table: str) -> list[dict]
                     }
                     rows.append({**row, "metric": metric, "value": round(value, 5)})
         for name, value in out["top1_on_d_s"].items():
-            row = {**base, "model": task.model_label, "method": PROXY_LABELS[name], "benchmark": "D_s"}
+            row = {**base, "model": task.model_label, "method": PROXY_LABELS[name]}
+            row["benchmark"] = f"D_s ({task.name})"
             rows.append({**row, "metric": "top-1 = teacher token", "value": round(value, 3)})
     return rows
 
@@ -153,7 +164,7 @@ def summary(rows: list[dict]) -> dict:
     }
 
 
-def _plot(per_seed: dict[int, dict], out: Path, bench: str, metric: str) -> None:
+def _plot(per_seed: dict[int, dict], path: Path, bench: str, metric: str) -> None:
     series = {}
     for name in ("aligned", "nll_only"):
         runs = [
@@ -172,7 +183,7 @@ def _plot(per_seed: dict[int, dict], out: Path, bench: str, metric: str) -> None
             reference[f"student {ARMS[arm][0]}"] = statistics.mean(vals)
     plot_curves(
         series,
-        out / "proxy_alignment.png",
+        path,
         title=f"Proxy alignment ({bench}): 0 warm-up, 1 NLL on D_p, 1+k iteration k",
         xlabel="alignment step",
         ylabel=metric,
@@ -187,12 +198,16 @@ def _reproduce(cfg: ProxyKDConfig, force: bool, data_dir: str | None, results_ro
         for child in root.iterdir():
             if child.name != "teacher":
                 shutil.rmtree(child)
-    per_seed = {}
-    for seed in cfg.seeds:
-        task = _task(cfg, seed, data_dir, cache)
-        per_seed[seed] = run_seed(task, cfg, seed, root)
-    table = "toy" if cfg.data.source == "markov" else "table1"
-    rows = result_rows(task, per_seed, table)
+    rows, extra, plots = [], {"per_seed": {}}, []
+    for source in cfg.data.sources:
+        tcfg = apply_overrides(cfg, ARITH) if source == "arith" else cfg
+        per_seed = {}
+        for seed in cfg.seeds:
+            task = _task(tcfg, source, seed, data_dir, cache)
+            per_seed[seed] = run_seed(task, tcfg, seed, root)
+        rows += result_rows(task, per_seed, "table1" if source == "gsm8k" else "toy")
+        extra["per_seed"][task.name] = per_seed
+        plots.append((task.name, per_seed, *BENCH[source]))
     if not is_main_process():
         return root
     stats = summary(rows)
@@ -205,10 +220,10 @@ def _reproduce(cfg: ProxyKDConfig, force: bool, data_dir: str | None, results_ro
         config=config_dict(cfg),
         wall_time_s=time.perf_counter() - start,
         grader=GRADER,
-        sampling={"eval": "exact KL" if table == "toy" else "greedy", "teacher": config_dict(cfg)["teacher"]},
-        extra={"summary": stats, "per_seed": per_seed},
+        sampling={"eval": "markov: exact KL; others: greedy", "teacher": config_dict(cfg)["teacher"]},
+        extra={"summary": stats, **extra},
         root=results_root,
     )
-    bench, metric = ("toy-markov", "KL to teacher") if table == "toy" else ("GSM8K", "accuracy")
-    _plot(per_seed, out, bench, metric)
+    for name, per_seed, bench, metric in plots:
+        _plot(per_seed, out / f"proxy_alignment_{name}.png", bench, metric)
     return out

@@ -1,6 +1,6 @@
 """Stage 1 of Proxy-KD: align the white-box proxy to the black-box teacher (spec "Stage 1", Eq. 3-6).
 
-    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root)   # {warmup, nll_only, aligned}: model folders
+    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root)   # {warmup, nll, nll_only, aligned}: model folders
     curves = proxy_evals(proxies, cfg.proxy.iterations)      # the test evaluation after each step
 
 Each iteration is saved in its own folder (`iter-k/model.safetensors`, written last), so a killed run
@@ -86,35 +86,42 @@ def proxy_stage(task: Task, cfg: ProxyKDConfig, d_w, d_p, seed: int, root: Path)
             pad_collate(task.pad_id),
         )
         save_model(model, warm, {"stage": "warmup", **fit, "eval": _proxy_eval(task, cfg, model)})
-    out = {"warmup": warm}
+    nll = root / "proxy" / f"nll-s{seed}-{stage_hash({**base, 'stage': 'nll'})}"
+    encoded = encode_rows(task, d_p, "D_p")
+    if not (nll / "model.safetensors").exists():  # the NLL epochs on D_p, shared by both alignments
+        model = load_model(task, "proxy", warm)
+        fit = {}
+        if pc.nll_epochs:
+            collate = pad_collate(task.pad_id)
+            fit = fit_model(model, encoded, nll_fn, pc.lr, pc.batch_size, pc.nll_epochs, seed, nll, collate)
+        save_model(model, nll, {"stage": "nll", **fit, "eval": _proxy_eval(task, cfg, model)})
+    out = {"warmup": warm, "nll": nll}
     for name, preference in (("nll_only", False), ("aligned", True)):
-        out[name] = _align(
-            task, cfg, warm, d_p, seed, root / "proxy" / f"{name}-s{seed}-{stage_hash(base)}", preference
-        )
+        folder = root / "proxy" / f"{name}-s{seed}-{stage_hash(base)}"
+        out[name] = _align(task, cfg, warm, nll, d_p, encoded, seed, folder, preference)
     return out
 
 
 def _align(
-    task: Task, cfg: ProxyKDConfig, warm: Path, d_p, seed: int, folder: Path, preference: bool
+    task: Task,
+    cfg: ProxyKDConfig,
+    warm: Path,
+    start: Path,
+    d_p,
+    encoded,
+    seed: int,
+    folder: Path,
+    preference: bool,
 ) -> Path:
-    """NLL epochs on D_p, then K iterations: the previous proxy samples one answer per prompt (rejected),
-    the teacher's answer is chosen, reference log-probs from the previous (or the warm-up) proxy, and
-    NLL (+ DPO) on the pairs. Iteration k is saved in `folder/iter-k`; the last is returned."""
+    """K iterations from the proxy in `start`: the previous proxy samples one answer per prompt
+    (rejected), the teacher's answer is chosen, reference log-probs from the previous proxy (or the
+    warm-up one), and NLL (+ DPO) on the pairs. Iteration k is saved in `folder/iter-k`; the last is
+    returned (`start` when K = 0)."""
     pc = cfg.proxy
     final = folder / f"iter-{pc.iterations}"
-    if (final / "model.safetensors").exists():
-        return final
-    encoded = encode_rows(task, d_p, "D_p")
-    collate = pad_collate(task.pad_id)
-    prev = folder / "iter-0"
-    if not (prev / "model.safetensors").exists():
-        model = load_model(task, "proxy", warm)
-        fit = (
-            fit_model(model, encoded, nll_fn, pc.lr, pc.batch_size, pc.nll_epochs, seed, prev, collate)
-            if pc.nll_epochs
-            else {}
-        )
-        save_model(model, prev, {"stage": "nll", **fit, "eval": _proxy_eval(task, cfg, model)})
+    if pc.iterations == 0 or (final / "model.safetensors").exists():
+        return final if pc.iterations else start
+    prev = start
     reference = load_model(task, "proxy", warm) if pc.reference == "warmup" else None
     chunks = _chunks(len(d_p), pc.iterations if pc.chunked else 1)
     for k in range(1, pc.iterations + 1):
@@ -172,14 +179,12 @@ def _chunks(n: int, k: int) -> list[list[int]]:
 def proxy_evals(proxies: dict[str, Path], iterations: int) -> dict[str, list[dict]]:
     """The test evaluation after each alignment step of the `nll_only` and `aligned` proxies, the warm-up
     first (x = 0: warm-up, 1: the NLL epochs on D_p, 1 + k: iteration k), for the plots and provenance."""
-    warm = read_json(proxies["warmup"] / "info.json")["eval"]
+    first = [read_json(proxies[k] / "info.json")["eval"] for k in ("warmup", "nll")]
     return {
-        name: [
-            warm,
-            *(
-                read_json(proxies[name].parent / f"iter-{k}" / "info.json")["eval"]
-                for k in range(iterations + 1)
-            ),
+        name: first
+        + [
+            read_json(proxies[name].parent / f"iter-{k}" / "info.json")["eval"]
+            for k in range(1, iterations + 1)
         ]
         for name in ("nll_only", "aligned")
     }

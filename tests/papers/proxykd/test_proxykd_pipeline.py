@@ -44,7 +44,7 @@ def test_reproduce_runs_every_arm_and_a_rerun_trains_nothing(tiny_cfg, runs, tmp
     assert [float(r["value"]) for r in sft] == [1.0]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["scale"] == "toy" and prov["seeds"] == [0] and "summary" in prov
-    assert (out / "proxy_alignment.png").stat().st_size > 0
+    assert (out / "proxy_alignment_markov.png").stat().st_size > 0
     verdicts = {c.id: c for c in evaluate_claims("proxykd", "toy", root=tmp_path / "repo")}
     assert verdicts["proxykd_beats_blackbox_kd"].stats.n == 1  # one seed: inconclusive by construction
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
@@ -63,7 +63,7 @@ def test_targets_resume_from_their_chunks_and_the_proxy_moved(tiny_cfg, runs):
     proxies = proxy_stage(task, tiny_cfg, d_w, d_p, 0, runs)
     warm, aligned = (load_file(str(proxies[k] / "model.safetensors")) for k in ("warmup", "aligned"))
     assert all(not torch.equal(warm[n], aligned[n]) for n in warm)  # every parameter moved
-    assert set(proxies) == {"warmup", "nll_only", "aligned"}
+    assert set(proxies) == {"warmup", "nll", "nll_only", "aligned"}
     enc = [task.encode(r["prompt"], r["answer"]) for r in d_s]
     folder = runs / "targets-test"
     first = targets_stage(task, tiny_cfg, proxies["aligned"], enc, folder)

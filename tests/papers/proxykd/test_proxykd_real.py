@@ -53,5 +53,5 @@ def test_the_real_path_runs_every_stage_on_a_tiny_hf_model(toy_tokenizer, tmp_pa
     for method in ("Vanilla black-box KD", "Proxy-KD", "w/o weighted KL (plain KL)"):
         for bench in ("GSM8K", "ARC"):
             assert (method, bench, "accuracy") in got and (method, bench, "accuracy (answered)") in got
-    assert ("proxy: NLL + DPO", "D_s", "top-1 = teacher token") in got
+    assert ("proxy: NLL + DPO", "D_s (gsm8k)", "top-1 = teacher token") in got
     assert all(0 <= float(r["value"]) <= 100 for r in rows)
