@@ -48,19 +48,28 @@ def run(device: str, vocab: int, positions: int, chunk: int | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vocab", type=int, default=152064, help="vocabulary (Qwen2.5: 152,064)")
     parser.add_argument("--positions", type=int, default=1024, help="target positions in the batch")
-    parser.add_argument("--chunk", type=int, default=1024 // 8, help="positions per chunk of the chunked variant")
+    parser.add_argument(
+        "--chunk", type=int, default=1024 // 8, help="positions per chunk of the chunked variant"
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args(argv)
     gib = 2**30
     inputs = 2 * args.positions * args.vocab * 4 / gib
-    print(f"top-k (k=10) forward KL, {args.positions} positions x {args.vocab} vocabulary, fp32, {args.device};")
+    print(
+        f"top-k (k=10) forward KL, {args.positions} positions x {args.vocab} vocabulary, fp32, {args.device};"
+    )
     print(f"the two input logit tensors hold {inputs:.2f} GiB (not counted below)\n")
     print("| variant | peak above the inputs (GiB) | forward + backward s | value |\n|---|---|---|---|")
     results = {}
-    for name, chunk in (("plain (baseline, chunk_size=None)", None), (f"chunked ({args.chunk} positions)", args.chunk)):
+    for name, chunk in (
+        ("plain (baseline, chunk_size=None)", None),
+        (f"chunked ({args.chunk} positions)", args.chunk),
+    ):
         res = results[name] = run(args.device, args.vocab, args.positions, chunk)
         print(f"| {name} | {res['peak'] / gib:.2f} | {res['s']:.2f} | {res['value']:.6f} |", flush=True)
     values = [r["value"] for r in results.values()]

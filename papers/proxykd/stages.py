@@ -58,7 +58,9 @@ white_box: the calibration arm, full-vocabulary KL to the true teacher (only whe
 def teacher_stage(task: Task, cfg: ProxyKDConfig, root: Path) -> list[dict]:
     """{id, prompt, answer} for every prompt the teacher answered (papers/proxykd/teacher.py)."""
     t = cfg.teacher
-    key = stage_hash({"teacher": asdict(t) | {"min_answered": None}, "task": task.key, "name": task.name})
+    operational = ("chunk", "concurrency", "timeout_s", "max_retries", "min_answered")  # not the answers
+    what = {k: v for k, v in asdict(t).items() if k not in operational}
+    key = stage_hash({"teacher": what, "task": task.key, "name": task.name})
     path = root / "teacher" / f"{task.name}-{key}.jsonl"
     answers = teacher_answers(
         task.ids, task.teacher_prompts, task.ask, path, t.chunk, t.min_answered, f"proxykd teacher {t.model}"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import socket
 import time
 from dataclasses import replace
@@ -137,3 +138,16 @@ def test_presets_carry_the_spec_values_and_overrides_are_checked():
     assert apply_overrides(toy, ["student.weight_scale=0.4"]).student.weight_scale == 0.4
     with pytest.raises(ValueError, match="unknown scale"):
         get_config("huge")
+
+
+@pytest.mark.skipif(
+    os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the hub offline (HF_HUB_OFFLINE=1)"
+)
+def test_the_small_preset_offline_stops_with_one_line_naming_the_model(runs):
+    data = pipeline.Path(pipeline.__file__).resolve().parents[3] / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not beside the checkout")
+    with pytest.raises(
+        SystemExit, match=r"^proxykd small: tokenizer 'Qwen/Qwen2.5-0.5B-Instruct' could not be loaded"
+    ):
+        pipeline.reproduce(get_config("small"), data_dir=str(data))
