@@ -236,6 +236,29 @@ ARITH = (
 (common.synthetic.base_models), so a few epochs at lower rates; every other field is the preset's."""
 
 
+SMOLLM2_CPU = (
+    "teacher.model=gsm8k-reference",
+    "proxy.model=smollm2-135m-instruct",
+    "student.model=smollm2-135m-instruct",
+    "proxy.lr=2e-4",
+    "student.lr=2e-4",
+    "proxy.batch_size=4",
+    "student.batch_size=4",
+    "proxy.iterations=1",
+    "proxy.max_tokens=128",
+    "data.n_prompts=200",
+    "eval.sets=[gsm8k]",
+    "eval.limit=50",
+    "eval.max_new_tokens=192",
+    "eval.proxies=false",
+    "student.alpha=1.0",
+    "run.arms=[sft,proxykd,unaligned,plain_kl,sft_all]",
+)
+"""`--set` assignments on the small preset for the real-model CPU run (ours): SmolLM2-135M-Instruct + LoRA as
+proxy and student, GSM8K's reference solutions as the text-only teacher, 200 prompts (20 / 90 / 90), one
+preference round, 50 GSM8K test questions. Numbers from it are a floor (a 135M model), not the paper's."""
+
+
 def get_config(scale: str) -> ProxyKDConfig:
     """The preset of `scale` (common.reproduce applies `--set` overrides on top)."""
     if scale not in PRESETS:

@@ -69,6 +69,7 @@ def fit_model(
         seed=seed,
         progress=False,
         report_to="none",
+        save_every=0 if steps < 500 else steps // 10,  # a killed long fit resumes from its checkpoint
     )
     result = train(model, examples, loss_fn, cfg, collate_fn=collate)
     shutil.rmtree(out / "train", ignore_errors=True)
