@@ -222,15 +222,16 @@ ARITH = (
     "data.n_prompts=1000",  # of the world's 4,000 train problems
     "eval.n_test=300",
     "teacher.max_tokens=96",
-    "proxy.lr=1e-3",
-    "proxy.dpo_lr=1e-4",
+    "proxy.lr=1e-4",
+    "proxy.dpo_lr=1e-5",
     "proxy.batch_size=32",
     "proxy.warmup_epochs=3",
     "proxy.nll_epochs=3",
     "proxy.max_tokens=96",
-    "student.lr=1e-3",
+    "student.lr=1e-4",
     "student.batch_size=32",
     "student.epochs=3",
+    "run.arms=[start,sft,proxykd,unaligned,takd,no_pref,plain_kl,white_box,sft_all]",
 )
 """`--set` assignments applied for the `arith` task only (ours): the models start from their SFT base
 (common.synthetic.base_models), so a few epochs at lower rates; every other field is the preset's."""

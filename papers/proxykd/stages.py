@@ -47,9 +47,11 @@ ARMS = {
     "plain_kl": ("w/o weighted KL (plain KL)", "student", "aligned", False),
     "white_box": ("White-box KD (true teacher)", "student", "teacher", False),
     "sft_all": ("SFT on all teacher data", "all", None, False),
+    "start": ("Student before distillation", "student", None, False),
 }
 """The student arms. TAKD: plain KD from the teacher-assistant (the proxy after warm-up SFT only);
-white_box: the calibration arm, full-vocabulary KL to the true teacher (only where its logits are known)."""
+white_box: the calibration arm, full-vocabulary KL to the true teacher (only where its logits are known);
+start: the student untrained (the reference level; useful where it starts from an SFT model)."""
 
 
 # --- 1. the teacher's answers and the split ------------------------------------------------------------
@@ -196,16 +198,20 @@ def student_stage(
                 e.update(weight=w, top_ids=ids.long(), top_logits=values)
             extra = {"weight_mean": float(weights.mean()), "weight_sd": float(weights.std(unbiased=False))}
         model = task.new_model("student", seed)
-        fit = fit_model(
-            model,
-            data,
-            _student_fn(task, cfg, mode),
-            st.lr,
-            st.batch_size,
-            st.epochs,
-            seed,
-            folder,
-            _student_collate(task.pad_id),
+        fit = (
+            {"steps": 0}
+            if arm == "start"
+            else fit_model(
+                model,
+                data,
+                _student_fn(task, cfg, mode),
+                st.lr,
+                st.batch_size,
+                st.epochs,
+                seed,
+                folder,
+                _student_collate(task.pad_id),
+            )
         )
         metrics = {"arm": arm, "method": method, "seed": seed, **fit, **extra, "eval": task.evaluate(model)}
         log.info("proxykd %s seed %d %s: %s", task.name, seed, arm, metrics["eval"])
