@@ -257,7 +257,8 @@ SMOLLM2_CPU = (
 )
 """`--set` assignments on the small preset for the real-model CPU run (ours): SmolLM2-135M-Instruct + LoRA as
 proxy and student, GSM8K's reference solutions as the text-only teacher, 100 prompts (10 / 45 / 45), one
-preference round, 30 GSM8K test questions, three arms (the shared 2-core machine ran at load 7). Numbers from it are a floor (a 135M model), not the paper's."""
+preference round, 30 GSM8K test questions, three arms (sized for the shared 2-core machine at load 7).
+Numbers from it are a floor (a 135M model), not the paper's."""
 
 
 def get_config(scale: str) -> ProxyKDConfig:
