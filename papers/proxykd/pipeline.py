@@ -94,7 +94,7 @@ def run_seed(task: Task, cfg: ProxyKDConfig, seed: int, root: Path) -> dict:
     if len(arms) < len(cfg.run.arms):
         log.warning("proxykd %s: no white-box arm (the teacher's logits are unknown)", task.name)
     needed = {ARMS[a][2] for a in arms} - {None, "teacher"}
-    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root) if needed else {}
+    proxies = proxy_stage(task, cfg, d_w, d_p, seed, root, tuple(needed)) if needed else {}
     enc_s = encode_rows(task, d_s, "D_s")
     data = {"student": enc_s, "all": encode_rows(task, d_w + d_p, "D_w + D_p") + enc_s}
     targets, out = {}, {"arms": {}, "top1_on_d_s": {}}

@@ -65,9 +65,18 @@ def _sequence_logps(model, examples: list[dict], pad_id: int, reduction: str, ba
     return out
 
 
-def proxy_stage(task: Task, cfg: ProxyKDConfig, d_w, d_p, seed: int, root: Path) -> dict[str, Path]:
-    """Folders of the proxies: `warmup` (SFT on D_w: the unaligned proxy), `nll_only` (+ NLL on D_p, the
-    K iterations without the preference loss) and `aligned` (+ NLL + DPO, Eq. 6)."""
+def proxy_stage(
+    task: Task,
+    cfg: ProxyKDConfig,
+    d_w,
+    d_p,
+    seed: int,
+    root: Path,
+    wanted: tuple[str, ...] = ("nll_only", "aligned"),
+) -> dict[str, Path]:
+    """Folders of the proxies: `warmup` (SFT on D_w: the unaligned proxy), `nll` (+ the NLL epochs on D_p),
+    and of those `wanted`: `nll_only` (+ the K iterations without the preference loss) and `aligned`
+    (+ K iterations of NLL + DPO, Eq. 6)."""
     pc = cfg.proxy
     base = {"task": task.key, "proxy": asdict(pc), "split": asdict(cfg.split), "seed": seed, "v": 1}
     warm_key = {**base, "proxy": [pc.model, pc.lora, pc.lora_r, pc.lr, pc.batch_size, pc.warmup_epochs]}
@@ -97,6 +106,8 @@ def proxy_stage(task: Task, cfg: ProxyKDConfig, d_w, d_p, seed: int, root: Path)
         save_model(model, nll, {"stage": "nll", **fit, "eval": _proxy_eval(task, cfg, model)})
     out = {"warmup": warm, "nll": nll}
     for name, preference in (("nll_only", False), ("aligned", True)):
+        if name not in wanted:  # the alignments no arm of this run needs are not trained
+            continue
         folder = root / "proxy" / f"{name}-s{seed}-{stage_hash(base)}"
         out[name] = _align(task, cfg, warm, nll, d_p, encoded, seed, folder, preference)
     return out
@@ -187,4 +198,5 @@ def proxy_evals(proxies: dict[str, Path], iterations: int) -> dict[str, list[dic
             for k in range(1, iterations + 1)
         ]
         for name in ("nll_only", "aligned")
+        if name in proxies
     }
