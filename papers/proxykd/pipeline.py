@@ -170,7 +170,7 @@ def _plot(per_seed: dict[int, dict], path: Path, bench: str, metric: str) -> Non
         runs = [
             [(x, e[bench][metric]) for x, e in enumerate(o["proxies"][name])]
             for o in per_seed.values()
-            if "proxies" in o and all(bench in e for e in o["proxies"][name])
+            if name in o.get("proxies", {}) and all(bench in e for e in o["proxies"][name])
         ]
         if runs:
             series[PROXY_LABELS[name]] = runs
