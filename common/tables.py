@@ -1,4 +1,4 @@
-"""The README blocks, generated from published.csv, claims.yaml and results/, and the plot helper.
+"""The README blocks, generated from published.csv, claims.yaml and results/ (plots: common/plots.py).
 
     python -m common.tables tables [--paper qrm] [--scale toy]   # rewrite the generated README blocks
     python -m common.tables diff qrm [--scale small] [--tolerance 1.0]   # print one paper's comparison
@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from common.results import (
@@ -44,7 +43,7 @@ from common.results import (
 KEY_COLUMNS = RESULT_COLUMNS[:-1]
 
 
-def _decimals(*xs: float | None) -> int:
+def precision(*xs: float | None) -> int:
     """Two decimals from 1 up; below, three significant digits of the largest (a KL of 0.0231 stays visible)."""
     top = max((abs(x) for x in xs if x is not None), default=0.0)
     return 2 if top >= 1 or top == 0 else 2 - math.floor(math.log10(top))
@@ -52,12 +51,12 @@ def _decimals(*xs: float | None) -> int:
 
 def _fmt(x: float | None, decimals: int | None = None) -> str:
     """A signed delta, e.g. +4.70, -0.0231; "-" for None."""
-    return "-" if x is None else f"{x:+.{_decimals(x) if decimals is None else decimals}f}"
+    return "-" if x is None else f"{x:+.{precision(x) if decimals is None else decimals}f}"
 
 
 def _pm(mean: float, spread: float | None, signed: bool = False) -> str:
     """`mean ± spread` at one precision, e.g. 34.33 ± 4.36, +0.46 ± 1.33, 0.0416 ± 0.0099."""
-    d = _decimals(mean, spread)
+    d = precision(mean, spread)
     text = f"{mean:+.{d}f}" if signed else f"{mean:.{d}f}"
     return text + (f" ± {spread:.{d}f}" if spread is not None else "")
 
@@ -121,7 +120,7 @@ def _interval_cell(claim: ClaimResult) -> str:
     stats = claim.stats
     if stats is None or stats.low is None:
         return "-" if stats is None else "none (one seed)"
-    d = _decimals(stats.mean, stats.low, stats.high)
+    d = precision(stats.mean, stats.low, stats.high)
     return f"[{_fmt(stats.low, d)}, {_fmt(stats.high, d)}]"
 
 
@@ -311,107 +310,6 @@ def write_tables(papers: list[str], root: Path | None = None, scale: str = "toy"
     if errors:
         raise ResultsError("\n".join(errors))
     return [*written, top]
-
-
-Run = Sequence[tuple[float, float]]
-_SEED_STYLES = ("-", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
-
-
-def _runs(curves: Run | Sequence[Run]) -> list[list[tuple[float, float]]]:
-    """One run (a list of (x, y)) or several (one per seed) -> a list of runs; JSON lists work too."""
-    curves = list(curves)
-    first = next((c for c in curves if len(c)), None)
-    if first is not None and isinstance(first[0], Sequence):  # its items are runs, not points
-        return [[tuple(point) for point in run] for run in curves]
-    return [[tuple(point) for point in curves]]
-
-
-def curves_figure(
-    series: dict[str, Run | Sequence[Run]],
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    reference: dict[str, float] | None = None,
-    band: bool = False,
-):
-    """A matplotlib Figure: one colour per method, its seeds as line styles (or, with `band`, the mean
-    over seeds at each x with a min-max band), each `reference` level as a dashed grey line, and the
-    legend outside the axes naming every method, every seed style and every reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
-    palette = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
-    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=120)
-    handles, seeds = [], 0
-    for i, (name, curves) in enumerate(series.items()):
-        colour, runs = palette[i % len(palette)], _runs(curves)
-        seeds = max(seeds, len(runs))
-        marker = "o" if max(len(r) for r in runs) < 30 else None
-        if band and len(runs) > 1:
-            by_x: dict[float, list[float]] = {}
-            for run in runs:
-                for x, y in run:
-                    by_x.setdefault(x, []).append(y)
-            xs = sorted(by_x)
-            ax.fill_between(
-                xs, [min(by_x[x]) for x in xs], [max(by_x[x]) for x in xs], color=colour, alpha=0.2
-            )
-            ax.plot(xs, [sum(by_x[x]) / len(by_x[x]) for x in xs], color=colour, marker=marker)
-        else:
-            for j, run in enumerate(runs):
-                xs, ys = zip(*run) if run else ((), ())
-                ax.plot(xs, ys, color=colour, linestyle=_SEED_STYLES[j % len(_SEED_STYLES)], marker=marker)
-        handles.append(Line2D([], [], color=colour, marker=marker, label=name))
-    if seeds > 1 and not band:
-        handles += [
-            Line2D([], [], color="0.4", linestyle=_SEED_STYLES[j % len(_SEED_STYLES)], label=f"seed #{j + 1}")
-            for j in range(seeds)
-        ]
-    elif band and seeds > 1:
-        handles.append(matplotlib.patches.Patch(color="0.6", alpha=0.4, label=f"min-max over {seeds} seeds"))
-    greys = ("0.25", "0.5", "0.7")
-    for k, (name, level) in enumerate((reference or {}).items()):
-        ax.axhline(level, color=greys[k % len(greys)], linestyle="--", linewidth=1.2)
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=greys[k % len(greys)],
-                linestyle="--",
-                label=f"{name} ({level:.{_decimals(level)}f})",
-            )
-        )
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(
-    series: dict[str, Run | Sequence[Run]],
-    path: str | Path,
-    title: str,
-    xlabel: str,
-    ylabel: str,
-    reference: dict[str, float] | None = None,
-    band: bool = False,
-) -> Path:
-    """Save `curves_figure(...)` as a PNG at `path` (the legend outside the axes is kept in the image).
-
-    `series` maps a method to one run `[(x, y), ...]` or to a list of runs (one per seed);
-    `reference={"SFT": 41.6}` draws the starting level as a dashed line."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(series, title, xlabel, ylabel, reference, band)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,9 @@ import torch
 from common.config import config_dict
 from common.data import DataError, shared_mirror
 from common.models import ModelNotFoundError, load_config, load_tokenizer
+from common.plots import plot_curves
 from common.results import write_results
 from common.stages import runs_dir, stage_hash, worker_pool
-from common.tables import plot_curves
 from papers.adkd.config import METHODS, AdkdConfig, ExperimentConfig, task_settings
 from papers.adkd.data import Task, glue_task, synthetic_task
 from papers.adkd.stages import ArmJob, main_metric, quiet_libraries, run_arm, teacher_stage

@@ -35,9 +35,9 @@ import torch
 from common.config import apply_overrides, config_dict
 from common.data import DataError
 from common.models import ModelNotFoundError
+from common.plots import plot_curves
 from common.results import write_results
 from common.stages import StageError, is_main_process, read_json, runs_dir, stage_hash
-from common.tables import plot_curves
 from papers.proxykd.config import ARITH, ProxyKDConfig
 from papers.proxykd.data import Task, arith_task, markov_task, real_task
 from papers.proxykd.proxy import proxy_evals, proxy_stage

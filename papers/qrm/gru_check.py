@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.plots import plot_curves
 from common.rl import reinforce_loss
-from common.tables import plot_curves
 from papers.qrm.qrm import (
     last_token_scores,
     masked_mean,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.tables import plot_curves
+from common.plots import plot_curves
 from papers.qrm.config import RM_NAMES, QRMConfig
 from papers.qrm.data import Task
 

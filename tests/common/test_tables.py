@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import results, tables
+from common import plots, results, tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +136,7 @@ def test_plot_curves_names_every_arm_and_keeps_the_legend_outside(tmp_path):
         "REINFORCE+ORM": [[(x, y - 2) for x, y in run] for run in seeds],
         "REINFORCE+oracle": [(0, 41.0), (2, 50.0)],  # one run, today's format
     }
-    fig = tables.curves_figure(series, "t", "updates", "pass@1", reference={"SFT": 41.6})
+    fig = plots.curves_figure(series, "t", "updates", "pass@1", reference={"SFT": 41.6})
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == [*series, "seed #1", "seed #2", "seed #3", "SFT (41.60)"]
@@ -148,19 +148,17 @@ def test_plot_curves_names_every_arm_and_keeps_the_legend_outside(tmp_path):
     fig.canvas.draw()
     legend_box = ax.get_legend().get_window_extent()
     assert legend_box.x0 >= ax.get_window_extent().x1  # right of the axes, not over the data
-    path = tables.plot_curves(series, tmp_path / "sub" / "p.png", "t", "x", "y", reference={"SFT": 41.6})
+    path = plots.plot_curves(series, tmp_path / "sub" / "p.png", "t", "x", "y", reference={"SFT": 41.6})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_curves_band_and_the_old_single_run_format(tmp_path):
     runs = [[(0, 1.0), (1, 2.0)], [(0, 3.0), (1, 4.0)]]
-    fig = tables.curves_figure({"A": runs, "B": [(0, 0.5), (1, 0.7)]}, "t", "x", "y", band=True)
+    fig = plots.curves_figure({"A": runs, "B": [(0, 0.5), (1, 0.7)]}, "t", "x", "y", band=True)
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B", "min-max over 2 seeds"]
     assert tuple(ax.get_lines()[0].get_ydata()) == (2.0, 3.0)  # the mean over seeds at each x
-    assert tables._runs([[0, 1.0], [1, 2.0]]) == [[(0, 1.0), (1, 2.0)]]  # one run read back from JSON
-    assert tables._runs([[], [[0, 1.0]]]) == [[], [(0, 1.0)]]  # two seeds, the first without points
-    old = tables.plot_curves(
-        {"a": [(0, 1), (1, 2)], "b": [(0, 2), (1, 1)]}, tmp_path / "p.png", "t", "x", "y"
-    )
+    assert plots._runs([[0, 1.0], [1, 2.0]]) == [[(0, 1.0), (1, 2.0)]]  # one run read back from JSON
+    assert plots._runs([[], [[0, 1.0]]]) == [[], [(0, 1.0)]]  # two seeds, the first without points
+    old = plots.plot_curves({"a": [(0, 1), (1, 2)], "b": [(0, 2), (1, 1)]}, tmp_path / "p.png", "t", "x", "y")
     assert old == tmp_path / "p.png" and old.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,8 +51,8 @@ def test_miniature_pipeline_writes_rows_matching_the_claims(mini):
         rows = list(csv.DictReader(f))
     for claim in load_claims("qrm", root):
         block = claim["toy"]
-        if "unavailable" in block:
-            continue
+        if "unavailable" in block or "delta_method" in block:  # a delta row (the convergence speedup) may
+            continue  # be undefined in a miniature run (the ORM arm need not beat SFT); report tests cover it
         for method in (block["method"], block["baseline"]):
             hits = [
                 r
