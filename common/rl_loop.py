@@ -92,9 +92,7 @@ class RLConfig:
     top_p: float = 1.0
     max_tokens: int = 256
     max_grad_norm: float | None = 1.0  # None = off
-    loss_norm: str = (
-        "token"  # token | sequence (GRPO) | constant (Dr. GRPO: / max_tokens); common.rl.aggregate
-    )
+    loss_norm: str = "token"  # token | sequence (GRPO) | constant (Dr. GRPO); common.rl.aggregate
     eval_every: int = 1  # chunks between evaluations
     generation_batch_size: int = 64
     seed: int = 0
