@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from common.config import apply_overrides
+from common.data import shared_mirror
 from common.results import evaluate_claims
 from papers.proxykd import pipeline
 from papers.proxykd.config import PRESETS, TeacherConfig, get_config
@@ -144,8 +145,8 @@ def test_presets_carry_the_spec_values_and_overrides_are_checked():
     os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the hub offline (HF_HUB_OFFLINE=1)"
 )
 def test_the_small_preset_offline_stops_with_one_line_naming_the_model(runs):
-    data = pipeline.Path(pipeline.__file__).resolve().parents[3] / "shared" / "data"
-    if not data.is_dir():
+    data = shared_mirror()
+    if data is None:
         pytest.skip("../shared/data is not beside the checkout")
     with pytest.raises(
         SystemExit, match=r"^proxykd small: tokenizer 'Qwen/Qwen2.5-0.5B-Instruct' could not be loaded"

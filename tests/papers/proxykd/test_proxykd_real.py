@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from common.data import shared_mirror
 from common.models import build_tiny_causal_lm
 from papers.proxykd import pipeline
 from papers.proxykd.config import SMALL, EvalConfig
 from papers.proxykd.data import TEACHER_SUFFIX, reference_asker
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+DATA = shared_mirror()  # ../shared/data beside the checkout, or None
 pytestmark = pytest.mark.skipif(
-    not (DATA / "proxykd").is_dir(), reason="../shared/data is not beside the checkout"
+    DATA is None or not (DATA / "proxykd").is_dir(), reason="../shared/data is not beside the checkout"
 )
 
 
