@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.synthetic.world import SYMBOL, Problem, Step, apply, rationale_variants
@@ -35,37 +36,50 @@ class Flawed:
     answer: int
 
 
-def _replay(problem: Problem, steps: list[Step], k: int, kind: str, rng: random.Random) -> list[Step] | None:
-    """Steps with the flaw at line k; later lines recomputed from the wrong running value."""
+Edit = Callable[[int, Step, str, int], "tuple[str, int, int] | None"]
+
+
+def _continue(problem: Problem, steps: list[Step], edit: Edit) -> list[Step] | None:
+    """`steps` replayed from the problem's start with each line changed by `edit(i, step, kind, b)`:
+    None drops the line, else (kind, b, offset) is the operation applied, its operand and an offset added
+    to its result; every later line continues from the running value. None when a division stops being
+    exact or a value goes negative."""
     out, value, carry = [], problem.start, {}
     for i, s in enumerate(steps):
         op = problem.ops[s.op_index]
-        if s.kind == "group":  # a product line stands alone: m * k
-            a, b = op.m, op.k
-            if i == k and kind == "operand":
-                b = max(1, b + rng.choice([-2, -1, 1, 2]))
-            c = a * b
-            if i == k and kind == "slip":
-                c = c + rng.choice([-3, -2, -1, 1, 2, 3])
-            carry[s.op_index] = c
-            out.append(Step(a, "*", b, c, "group", s.op_index))
-            continue
-        if i == k and kind == "drop":
-            continue
         b = carry.get(s.op_index, op.m * op.k) if s.kind == "group_add" else op.k
-        if i == k and kind == "operand":
-            b = max(1, b + rng.choice([-2, -1, 1, 2]))
-        symbol = "+" if s.kind == "group_add" else SYMBOL[s.kind]
+        change = edit(i, s, s.kind, b)
+        if change is None:
+            continue
+        kind, b, offset = change
+        if s.kind == "group":  # a product line stands alone: m * k
+            carry[s.op_index] = op.m * b + offset
+            out.append(Step(op.m, "*", b, carry[s.op_index], "group", s.op_index))
+            continue
+        symbol = "+" if kind == "group_add" else SYMBOL[kind]
         if symbol == "/" and (b == 0 or value % b):
-            return None  # a wrong divisor that does not divide: skip this flaw
-        c = value + b if s.kind == "group_add" else apply(s.kind, value, b)
-        if i == k and kind == "slip":
-            c = c + rng.choice([-3, -2, -1, 1, 2, 3])
+            return None  # a (wrong) divisor that does not divide
+        c = (value + b if kind == "group_add" else apply(kind, value, b)) + offset
         if c < 0:
             return None
         out.append(Step(value, symbol, b, c, s.kind, s.op_index))
         value = c
     return out
+
+
+def _replay(problem: Problem, steps: list[Step], k: int, kind: str, rng: random.Random) -> list[Step] | None:
+    """Steps with the flaw at line k; later lines recomputed from the wrong running value."""
+
+    def edit(i: int, s: Step, op_kind: str, b: int) -> tuple[str, int, int] | None:
+        if i != k:
+            return op_kind, b, 0
+        if kind == "drop":
+            return None
+        if kind == "operand":
+            return op_kind, max(1, b + rng.choice([-2, -1, 1, 2])), 0
+        return op_kind, b, rng.choice([-3, -2, -1, 1, 2, 3])  # slip
+
+    return _continue(problem, steps, edit)
 
 
 def make_flawed(
@@ -193,27 +207,19 @@ def habit_steps(problem: Problem, steps: list[Step], habit: str = "div-as-mul") 
     - "product+1": every product line a * b is written one too high."""
     if habit not in HABITS:
         raise ValueError(f"unknown habit {habit!r}; valid: {', '.join(HABITS)}")
-    bump = habit == "product+1"
-    out, value, carry, touched = [], problem.start, {}, False
-    for s in steps:
-        op = problem.ops[s.op_index]
-        if s.kind == "group":
-            carry[s.op_index] = op.m * op.k + bump
-            touched |= bump
-            out.append(Step(op.m, "*", op.k, carry[s.op_index], "group", s.op_index))
-            continue
-        b = carry.get(s.op_index, op.m * op.k) if s.kind == "group_add" else op.k
-        kind = "mul" if s.kind == "div" and habit == "div-as-mul" else s.kind
-        symbol = "+" if kind == "group_add" else SYMBOL[kind]
-        if symbol == "/" and value % b:
-            return None
-        c = value + b if kind == "group_add" else apply(kind, value, b) + (bump and symbol == "*")
-        touched |= kind != s.kind or (bump and symbol == "*")
-        if c < 0:
-            return None
-        out.append(Step(value, symbol, b, c, s.kind, s.op_index))
-        value = c
-    return out if touched else None
+    touched = []
+
+    def edit(i: int, s: Step, kind: str, b: int) -> tuple[str, int, int]:
+        if habit == "div-as-mul" and kind == "div":
+            touched.append(i)
+            return "mul", b, 0
+        if habit == "product+1" and kind in ("group", "mul"):
+            touched.append(i)
+            return kind, b, 1
+        return kind, b, 0
+
+    out = _continue(problem, steps, edit)
+    return out if out is not None and touched else None
 
 
 def habit_rationales(
