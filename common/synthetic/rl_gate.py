@@ -87,8 +87,8 @@ def run_seed(cfg: GateConfig, seed: int, work: Path) -> dict:
     tok = load_tokenizer(path)
     splits = make_splits()
     val = splits["validation"][: cfg.val_problems]
-    before = scores(load_causal_lm(path, dtype=torch.float32), tok, val, cfg)
     policy = load_causal_lm(path, dtype=torch.float32)
+    before = scores(policy, tok, val, cfg)  # before any update (run_rl trains this model in place)
     start = time.perf_counter()
     rl = RLConfig(
         output_dir=str(work / f"gate-{stage_hash(asdict(cfg))}-s{seed}"),

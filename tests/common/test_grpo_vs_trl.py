@@ -66,7 +66,6 @@ def test_first_update_gradient_equals_trls(toy_tokenizer, tmp_path, loss_type):
         scores[0] = 1.0 - scores[0]
     adv = group_advantages(scores, ro.prompt_index, "dr_grpo" if loss_type == "dr_grpo" else "grpo")
 
-    ours = {}
     model.zero_grad()
     logp = sequence_logprobs(model, ro.input_ids, ro.attention_mask)
     mask = ro.response_mask
