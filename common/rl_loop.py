@@ -11,7 +11,10 @@ response token), then one or more passes of minibatch updates:
 - "reinforce": `reinforce_loss(logp, rewards)` (no baseline, no ratio: the code's trainer);
 - "ppo": critic values V (read at the position before each token, i.e. at state s_t), divided by their
   chunk std as in the code's buffer (`normalize_values`), advantages by `reward_is_q` (A = r - c V,
-  returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic.
+  returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic;
+- "grpo": `ppo_clip_loss` on the reward_fn's token values taken as the advantages (e.g. group advantages,
+  `common.rl.group_advantages`), no critic: several minibatches / `inner_epochs` reuse one chunk's samples
+  with the ratio to pi_old clipped (GRPO's mu > 1 iterations).
 The reference policy's log-probs (for a KL term inside `reward_fn`) are put on the rollout as `logp_ref`.
 Each chunk's loss and rewards (and the evaluation, when there is one) go to a tracker
 (`cfg.report_to`: TensorBoard under `output_dir/tensorboard` by default, wandb, or none;
@@ -61,7 +64,7 @@ from common.rl import (
 from common.stages import atomic_write_json, temp_path
 from common.tracking import check_report_to, start_tracker
 
-ALGORITHMS = ("reinforce", "ppo")
+ALGORITHMS = ("reinforce", "ppo", "grpo")
 ADVANTAGES = ("reward_is_q", "gae")
 STATE_FILE = "rl_state.pt"
 
@@ -74,7 +77,7 @@ class RLConfig:
     output_dir: str
     chunks: int
     prompts_per_chunk: int
-    algorithm: str = "reinforce"  # reinforce | ppo
+    algorithm: str = "reinforce"  # reinforce | ppo | grpo (clipped ratio on reward_fn advantages, no critic)
     advantage: str = "gae"  # ppo only: gae | reward_is_q (A = r - value_coef * V, returns r)
     samples_per_prompt: int = 1
     minibatch_size: int = 8

@@ -232,6 +232,8 @@ def rl_config(method: str, cfg: QRMConfig, seed: int, out: Path) -> RLConfig:
             samples_per_prompt=r.samples_per_prompt,
             minibatch_size=r.minibatch_size,
             lr=r.lr,
+            warm_lr_factor=r.warm_lr_factor,
+            warm_chunks=r.warm_chunks,
             temperature=r.temperature,
             top_p=r.top_p,
             max_tokens=r.max_tokens,
