@@ -44,6 +44,7 @@ from common.config import config_dict
 from common.models import load_tokenizer
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
+from common.synthetic.rl_gate import gate
 from papers.qrm.config import LOG_RATIO_KINDS, METHODS, QRMConfig, check_config
 from papers.qrm.data import Task, real_task, toy_task
 from papers.qrm.gru_check import plot_gru_check
@@ -84,6 +85,29 @@ def _rl_job(
     kind = METHODS[method][1]
     critic_from = dirs.get("orm" if kind in LOG_RATIO_KINDS else kind)
     return rl_stage(method, seed, cfg, task, dirs.get(kind), critic_from, sampler, work, force)
+
+
+def calibration_gate(sft: dict, runs: list[dict]) -> dict | None:
+    """The RL testbed's gate (common.synthetic.rl_gate) on the toy test split, reported, never tuned on: the
+    oracle arm's per-seed gain over the SFT policy in greedy and sampled Pass@1 points; None without an
+    oracle arm on the toy world."""
+    if "arith" not in sft:
+        return None
+    base = sft["arith"]["test"]
+    oracle = [r for r in runs if r["task"] == "arith" and r["method"] == "REINFORCE+oracle"]
+    if not oracle or "Pass@1 (sampled)" not in base:
+        return None
+    per_seed = [
+        {
+            "seed": r["seed"],
+            "delta": {
+                "greedy": round(100 * (r["test"]["Pass@1"] - base["Pass@1"]), 2),
+                "sampled": round(100 * (r["test"]["Pass@1 (sampled)"] - base["Pass@1 (sampled)"]), 2),
+            },
+        }
+        for r in oracle
+    ]
+    return gate(per_seed) | {"split": "test", "seeds": [r["seed"] for r in per_seed]}
 
 
 def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = None) -> Path:
@@ -160,6 +184,7 @@ def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = Non
             "rm": rms,
             "prefs": prefs,
             "sft": sft,
+            "calibration_gate": calibration_gate(sft, runs),
             "gru_passed": gru["passed"] if gru else None,
             "gru_criteria": gru["criteria"] if gru else None,
             "plots": [p.name for p in plots],
