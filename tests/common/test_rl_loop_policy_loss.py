@@ -60,7 +60,9 @@ def _run(tokenizer, out, **kwargs):
         report_to="none",
         log_grad_norm=log_grad_norm,
     )
-    curve = run_rl(policy, tokenizer, PROMPTS, reward(tokenizer), cfg, evaluate=lambda m: {"x": 0.0}, **kwargs)
+    curve = run_rl(
+        policy, tokenizer, PROMPTS, reward(tokenizer), cfg, evaluate=lambda m: {"x": 0.0}, **kwargs
+    )
     return policy, curve
 
 
