@@ -179,6 +179,7 @@ SMALL = LCOConfig(
         val_problems=200,
         updates_per_chunk=64,
         test_problems=1319,
+        factor_methods=("PPO", "LCO-KLD"),
         critic_lr=1e-5,
         forward_batch_size=16,
     ),
