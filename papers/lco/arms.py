@@ -131,4 +131,4 @@ class ValueCritic(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        return self.head(out.hidden_states[-1].float()).squeeze(-1)
+        return self.head(out.hidden_states[-1].to(self.head.weight.dtype)).squeeze(-1)
