@@ -83,6 +83,8 @@ def test_miniature_pipeline_writes_rows_the_claims_read(mini):
     before = (out / "reproduced.csv").read_text()
     pipeline.reproduce(cfg)  # every stage cached: the same table
     assert (out / "reproduced.csv").read_text() == before
+    pipeline.reproduce(cfg, force=True)  # every stage recomputed: same seeds, the same table
+    assert (out / "reproduced.csv").read_text() == before
 
 
 def test_regime_is_read_from_the_gate_at_run_time():
