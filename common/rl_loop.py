@@ -44,6 +44,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -101,6 +102,7 @@ class RLConfig:
     seed: int = 0
     progress: bool = True
     report_to: str = "tensorboard"  # tensorboard (output_dir/tensorboard) | wandb | none (common.tracking)
+    log_grad_norm: bool = False  # True: each chunk logs `grad_norm`, the mean policy gradient norm (pre-clip)
 
     def __post_init__(self) -> None:
         check_report_to(self.report_to, "RLConfig")
@@ -116,6 +118,20 @@ class RLConfig:
                 raise ValueError(f"RLConfig.{name}: must be an integer >= 1, got {value!r}")
         if not (self.lr > 0 and self.critic_lr > 0 and self.clip > 0):
             raise ValueError("RLConfig: lr, critic_lr and clip must be > 0")
+
+
+class PolicyLoss(Protocol):
+    """An actor loss for `run_rl` in place of REINFORCE / PPO-clip (the seam LCO's losses use).
+
+    `prepare(policy, ro)`: once per chunk, without gradients, after `ro.logp_old` is set (e.g. record the
+    old policy's logits); `__call__(policy, ro, idx, advantages)`: the loss of the minibatch rows `idx`,
+    `advantages` [len(idx), seq] (the reward_fn's output, or PPO's advantages when there is a critic)."""
+
+    def prepare(self, policy: torch.nn.Module, ro: Rollout) -> None: ...
+
+    def __call__(
+        self, policy: torch.nn.Module, ro: Rollout, idx: torch.Tensor, advantages: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 def chunk_prompts(prompts: list, chunk: int, size: int, seed: int) -> list:
@@ -151,12 +167,24 @@ def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x[mask].float().std(unbiased=False).clamp_min(1e-8)
 
 
-def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer, clip: float | None) -> None:
+def _step(
+    loss: torch.Tensor,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    clip: float | None,
+    norm: bool = False,
+) -> float | None:
+    """One optimizer step; returns the gradient norm before clipping when `clip` is set or `norm` asked."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    total = None
     if clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        total = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    elif norm:
+        grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+        total = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
     opt.step()
+    return total
 
 
 def _save(path: Path, state: dict) -> None:
@@ -236,6 +264,7 @@ def run_rl(
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     generator_factory: Callable[[torch.nn.Module], Generator] | None = None,
     forward_batch_size: int | None = None,
+    policy_loss: PolicyLoss | None = None,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -246,6 +275,8 @@ def run_rl(
     samples with an `HFGenerator` over `policy`. Rollouts are moved to the policy's device.
     `forward_batch_size`: rows per no-grad forward when computing log pi_old / log pi_ref over a chunk
     (None: the whole chunk in one pass; a real model's [chunk, seq, vocab] logits need batches).
+    `policy_loss`: a `PolicyLoss` that replaces the algorithm's actor loss (e.g. papers/lco's logit-space
+    losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -297,6 +328,8 @@ def run_rl(
             ro.logp_old = _chunk_logprobs(policy, ro, forward_batch_size) * mask
             if ref_model is not None:
                 ro.logp_ref = _chunk_logprobs(ref_model, ro, forward_batch_size) * mask
+            if policy_loss is not None:
+                policy_loss.prepare(policy, ro)
             rewards = reward_fn(ro)
             if rewards.shape != ro.input_ids.shape:
                 raise ValueError(
@@ -314,7 +347,7 @@ def run_rl(
                     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         policy.train()
         order_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + k)
-        losses = []
+        losses, norms = [], []
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(len(ro), generator=order_rng)
             for s in range(0, len(ro), cfg.minibatch_size):
@@ -322,11 +355,13 @@ def run_rl(
                 mb_mask = mask[idx]
                 logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
                 norm = {"norm": cfg.loss_norm, "max_tokens": cfg.max_tokens}
-                if cfg.algorithm == "reinforce":
+                if policy_loss is not None:
+                    loss = policy_loss(policy, ro, idx, advantages[idx])
+                elif cfg.algorithm == "reinforce":
                     loss = reinforce_loss(logp, advantages[idx], mb_mask, **norm)
                 else:
                     loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip, **norm)
-                _step(loss, policy, opt, cfg.max_grad_norm)
+                norms.append(_step(loss, policy, opt, cfg.max_grad_norm, cfg.log_grad_norm))
                 steps += 1
                 losses.append(float(loss.detach()))
                 if critic is not None and returns is not None:
@@ -338,6 +373,8 @@ def run_rl(
         stats = {"token_reward": float(rewards[mask].mean()), "seq_reward": float(seq_reward)}
         stats |= {key: float(v) for key, v in ro.metrics.items()}
         stats["loss"] = sum(losses) / len(losses)
+        if cfg.log_grad_norm:
+            stats["grad_norm"] = sum(norms) / len(norms)
         scalars = {"chunk": k + 1, **stats}
         if evaluate is not None and ((k + 1) % cfg.eval_every == 0 or k + 1 == cfg.chunks):
             curve.append({"chunk": k + 1, "step": steps, **stats, **evaluate(policy)})
