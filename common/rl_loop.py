@@ -265,6 +265,7 @@ def run_rl(
     generator_factory: Callable[[torch.nn.Module], Generator] | None = None,
     forward_batch_size: int | None = None,
     policy_loss: PolicyLoss | None = None,
+    initial_eval: dict[str, float] | None = None,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -277,6 +278,8 @@ def run_rl(
     (None: the whole chunk in one pass; a real model's [chunk, seq, vocab] logits need batches).
     `policy_loss`: a `PolicyLoss` that replaces the algorithm's actor loss (e.g. papers/lco's logit-space
     losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
+    `initial_eval`: what `evaluate` returns for the untrained policy when that is known already (the
+    same starting policy is evaluated once for every arm of a comparison); None: `evaluate(policy)`.
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -300,7 +303,9 @@ def run_rl(
             critic_opt.load_state_dict(state["critic_opt"])
         curve, start, steps = state["curve"], state["chunk"], state["steps"]
     elif evaluate is not None:
-        curve.append({"chunk": 0, "step": 0, **evaluate(policy)})
+        curve.append(
+            {"chunk": 0, "step": 0, **(initial_eval if initial_eval is not None else evaluate(policy))}
+        )
     tracker = start_tracker(cfg.report_to, out / "tensorboard", run_name=out.name, config=asdict(cfg))
     if start == 0 and curve:
         tracker.log(_scalars(curve[0]), step=0)

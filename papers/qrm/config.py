@@ -227,7 +227,7 @@ TOY = QRMConfig(
         max_tokens=80,
         normalize_values=False,
     ),
-    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=4, sampled_n=4),
+    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=4, sampled_n=2),
     data=DataConfig(
         tasks=("arith",),
         train_problems=4000,

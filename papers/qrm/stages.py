@@ -340,8 +340,12 @@ def rl_stage(
     sampler: Sampler,
     work: Path,
     force: bool,
+    initial: dict | None = None,
 ) -> dict:
-    """One RL run: the curve (greedy Pass@1 on `task.val`) and the final test scores (cached by settings)."""
+    """One RL run: the curve (greedy Pass@1 on `task.val`) and the final test scores (cached by settings).
+
+    `initial`: the curve's first point when known (the SFT policy's greedy val score, `sft_stage`: the
+    same for every arm and seed, so it is computed once); None evaluates the policy before training."""
     algorithm, kind = METHODS[method]
     rl_cfg = rl_config(method, cfg, seed, work / "tmp")
     section = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
@@ -388,6 +392,7 @@ def rl_stage(
             },
             generator_factory=sampler.engine,
             forward_batch_size=cfg.forward_batch_size,
+            initial_eval=initial,
         )
         return {
             "task": task.name,
