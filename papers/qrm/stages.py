@@ -166,7 +166,9 @@ def rm_stage(
     out = _rm_dir(kind, cfg, task, pairs_key, len(pairs), work)
     if (out / "info.json").exists() and not force:
         return read_json(out / "info.json") | {"dir": str(out)}
-    rm, tok = cfg.rm, load_tokenizer(cfg.policy)
+    # the RM's own tokenizer (the pipeline checks that it equals the policy's: `check_tokenizers`), so
+    # that the RMs can train while the policy is still being made
+    rm, tok = cfg.rm, load_tokenizer(cfg.rm.backbone)
     train_cfg = RMTrainConfig(
         lr=rm.dpo_lr if kind in LOG_RATIO_KINDS else rm.lr,
         batch_size=rm.batch_size,
