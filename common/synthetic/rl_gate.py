@@ -27,6 +27,7 @@ import torch
 
 from common.config import apply_overrides
 from common.models import load_causal_lm, load_tokenizer
+from common.provenance import collect_provenance
 from common.rl import Rollout, group_advantages
 from common.rl_loop import RLConfig, evaluate_pass_at_k, run_rl
 from common.scoring import gsm8k_is_correct
@@ -148,8 +149,9 @@ def gate(results: list[dict]) -> dict:
     }
 
 
-def gate_table(verdict: dict, runs: list[dict]) -> str:
-    """Markdown: one row per seed (SFT and RL scores, deltas), then the verdict; written beside gate.json."""
+def gate_table(verdict: dict, runs: list[dict], provenance: dict | None = None) -> str:
+    """Markdown: one row per seed (SFT and RL scores, deltas), then the verdict and, with `provenance`
+    (`common.provenance.collect_provenance`), the commit, time and wall time; written beside gate.json."""
     head = "| seed | SFT greedy | SFT sampled | SFT Pass@4 | SFT Pass@8 | RL greedy | RL sampled | delta greedy | delta sampled |"
     rows = [head, "|" + "---|" * 9]
     for r in runs:
@@ -169,6 +171,12 @@ def gate_table(verdict: dict, runs: list[dict]) -> str:
         f"\nGate ({verdict['split']}, Pass@1 in points, every seed: greedy >= +{t['greedy']:g}, sampled >= "
         f"+{t['sampled']:g}): **{verdict['gate']}**. Config: `{json.dumps(verdict['config'])}`."
     )
+    if provenance:
+        dirty = " (dirty tree)" if provenance.get("dirty") else ""
+        rows.append(
+            f"\nRun at commit `{(provenance.get('commit') or 'unknown')[:10]}`{dirty} on "
+            f"{provenance.get('timestamp_utc')}, {provenance.get('wall_time_s')} s wall."
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -189,15 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.policy:
         cfg = replace(cfg, policy=args.policy)
     work = runs_dir() / "rl_gate"
-    results = []
+    start, results = time.perf_counter(), []
     for seed in args.seeds:
         results.append(run_seed(cfg, seed, work))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}), flush=True)
     verdict = gate(results) | {"config": asdict(cfg), "seeds": args.seeds, "split": "validation"}
     print(json.dumps(verdict), flush=True)
     if args.out:
-        atomic_write_json(Path(args.out) / "gate.json", verdict | {"runs": results})
-        atomic_write_text(Path(args.out) / "gate.md", gate_table(verdict, results))
+        out = Path(args.out)
+        prov = collect_provenance(wall_time_s=round(time.perf_counter() - start, 1))
+        atomic_write_json(out / "gate.json", verdict | {"runs": results, "provenance": prov})
+        atomic_write_text(out / "gate.md", gate_table(verdict, results, prov))
     return 0
 
 

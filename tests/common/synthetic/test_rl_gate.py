@@ -83,3 +83,13 @@ def test_gate_table_has_one_row_per_seed_and_the_verdict():
         and "| 1 | 12.0 | 22.0 | 47.0 | 65.0 | 61.0 | 40.0 | +49.00 | +18.00 |" in text
     )
     assert "**passes**" in text and "validation" in text
+    assert "Run at commit" not in text
+    prov = {
+        "commit": "0123456789abcdef",
+        "dirty": True,
+        "timestamp_utc": "2026-12-03T22:00:00Z",
+        "wall_time_s": 5,
+    }
+    stamped = rl_gate.gate_table(verdict, runs, prov)
+    assert stamped.startswith(text.rstrip("\n"))
+    assert "Run at commit `0123456789` (dirty tree) on 2026-12-03T22:00:00Z, 5 s wall." in stamped
