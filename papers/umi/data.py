@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.data import DataError, resolve_data_dir, shared_mirror
-from papers.umi.formats import EOS_TEXT, NEXT_CALLER, NEXT_CONCLUSION, NEXT_GIVE_UP, FormatError, tool_names
+from papers.umi.formats import (
+    EOS_TEXT,
+    NEXT_CALLER,
+    NEXT_CONCLUSION,
+    NEXT_GIVE_UP,
+    TEMPLATES,
+    FormatError,
+    tool_names,
+)
 from papers.umi.preprocess import TrajectoryError, trajectory_samples
 
 OOD_TEST = "test/out_of_domain.json"
@@ -61,13 +69,13 @@ def load_trajectories(path: str | Path) -> list[dict]:
 
 
 def role_datasets(
-    trajectories: Sequence[dict], where: str, stale_giveup_input: bool = False
+    trajectories: Sequence[dict], where: str, stale_giveup_input: bool = False, templates: dict = TEMPLATES
 ) -> dict[str, list[dict]]:
     """Every trajectory's per-role samples, concatenated per role (rule D)."""
     out: dict[str, list[dict]] = {}
     for i, rec in enumerate(trajectories):
         try:
-            samples = trajectory_samples(rec, stale_giveup_input, where=f"{where} record {i}")
+            samples = trajectory_samples(rec, stale_giveup_input, f"{where} record {i}", templates)
         except (TrajectoryError, FormatError) as err:
             raise DataError(str(err)) from None
         for role, rows in samples.items():

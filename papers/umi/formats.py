@@ -40,7 +40,12 @@ TEMPLATES = {
     "toolbench_summarizer": "Make a conclusion based on the conversation history:\n{history}",
 }
 """The four ToolBench templates, exact text (spec "Prompt formats")."""
-SUFFIX = {"backbone": " assistant: ", "planner": " assistant: ", "caller": " caller: ", "summarizer": " conclusion: "}
+SUFFIX = {
+    "backbone": " assistant: ",
+    "planner": " assistant: ",
+    "caller": " caller: ",
+    "summarizer": " conclusion: ",
+}
 """The role suffix appended to a filled template."""
 TRAIN_PREFIX = "system: "
 """Official training prepends this to every input; official inference does not (spec, mismatch 1)."""
@@ -80,7 +85,9 @@ def fill(template: str, tools: Sequence[dict], history: str, thought: str = "") 
     return out.replace("{history}", history).replace("{thought}", thought)
 
 
-def role_prompt(role: str, tools: Sequence[dict], history: str, thought: str = "", train: bool = False) -> str:
+def role_prompt(
+    role: str, tools: Sequence[dict], history: str, thought: str = "", train: bool = False
+) -> str:
     """The model input of one role: template filled + role suffix; `train` adds the official "system: "
     prefix (the official code does so only at training time)."""
     if role not in SUFFIX:

@@ -23,10 +23,11 @@ from papers.umi.formats import (
     NEXT_GIVE_UP,
     ROLES,
     SUFFIX,
+    TEMPLATES,
+    TURN_ROLES,
     FormatError,
     fill,
     serialize_history,
-    TEMPLATES,
 )
 
 HALLUCINATED = "invalid_hallucination_function_name"
@@ -100,7 +101,9 @@ def stage2_conversation(record: dict, where: str = "trajectory") -> list[dict]:
             span = content + "\n" if content is not None else ""
             name, arguments = call.get("name"), call.get("arguments", "")
             if not isinstance(name, str) or not isinstance(arguments, str):
-                raise TrajectoryError(f"{where} message {i}: function_call needs string 'name' and 'arguments'")
+                raise TrajectoryError(
+                    f"{where} message {i}: function_call needs string 'name' and 'arguments'"
+                )
             if name == "Finish" and _is_give_up(arguments):
                 conv.append({"from": "assistant", "value": span + " " + NEXT_GIVE_UP})
             elif name == "Finish":
@@ -114,7 +117,9 @@ def stage2_conversation(record: dict, where: str = "trajectory") -> list[dict]:
         elif role == "function":
             conv.append({"from": "observation", "value": observation_text(msg.get("content") or "")})
         else:
-            raise TrajectoryError(f"{where} message {i}: unknown role {role!r}; valid: assistant, user, function")
+            raise TrajectoryError(
+                f"{where} message {i}: unknown role {role!r}; valid: assistant, user, function"
+            )
     return conv
 
 
@@ -131,6 +136,10 @@ def _check_turns(conv: Sequence[dict], where: str) -> None:
     for i, turn in enumerate(conv):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
             raise TrajectoryError(f"{where} turn {i}: needs string 'from' and 'value'")
+        if turn.get("from") not in TURN_ROLES:
+            raise TrajectoryError(
+                f"{where} turn {i}: unknown role {turn.get('from')!r}; valid: {', '.join(TURN_ROLES)}"
+            )
 
 
 def role_samples(
@@ -139,6 +148,7 @@ def role_samples(
     role: str,
     stale_giveup_input: bool = False,
     where: str = "trajectory",
+    templates: dict[str, str] = TEMPLATES,
 ) -> list[dict]:
     """Rule D: the SFT samples {tools, history, input, target} of one role from one conversation.
 
@@ -149,14 +159,14 @@ def role_samples(
     _check_turns(conv, where)
     try:
         if role == "backbone":
-            return _backbone_samples(tools, conv, stale_giveup_input)
-        return _split_samples(tools, conv, role)
+            return _backbone_samples(tools, conv, stale_giveup_input, templates)
+        return _split_samples(tools, conv, role, templates)
     except FormatError as err:
         raise TrajectoryError(f"{where}: {err}") from None
 
 
-def _split_samples(tools: Sequence[dict], conv: Sequence[dict], role: str) -> list[dict]:
-    template, out = TEMPLATES[f"toolbench_{role}"], []
+def _split_samples(tools: Sequence[dict], conv: Sequence[dict], role: str, templates: dict) -> list[dict]:
+    template, out = templates[f"toolbench_{role}"], []
     for i, turn in enumerate(conv):
         history = list(conv[:i])
         nxt = conv[i + 1] if i + 1 < len(conv) else {}
@@ -172,12 +182,45 @@ def _split_samples(tools: Sequence[dict], conv: Sequence[dict], role: str) -> li
             prompt = fill(template, tools, serialize_history(history))
         else:
             continue
-        out.append({"tools": list(tools), "history": history, "input": prompt + SUFFIX[role], "target": value})
+        out.append(
+            {"tools": list(tools), "history": history, "input": prompt + SUFFIX[role], "target": value}
+        )
     return out
 
 
-def _backbone_samples(tools: Sequence[dict], conv: Sequence[dict], stale_giveup_input: bool) -> list[dict]:
-    template, out = TEMPLATES["toolbench_backbone"], []
+def backbone_target(conv: Sequence[dict], i: int) -> str | None:
+    """The backbone (single-LLM) target of assistant turn i: thought + "\n" + caller value, or
+    thought + "\nconclusion: " + answer, or thought + "\nconclusion: give up."; None for no step."""
+    value = conv[i]["value"]
+    nxt = conv[i + 1] if i + 1 < len(conv) else {}
+    thought = _thought(value)
+    if nxt.get("from") == "caller":
+        return thought + "\n" + nxt["value"]
+    if nxt.get("from") == "conclusion":
+        return thought + "\nconclusion: " + nxt["value"]
+    if NEXT_GIVE_UP in value:
+        return thought + "\nconclusion: give up."
+    return None
+
+
+def backbone_history(conv: Sequence[dict]) -> list[dict]:
+    """The backbone history of a conversation prefix: user and observation turns as they are, one
+    `assistant: <backbone target>` per step, no separate caller / conclusion turns."""
+    flat = []
+    for i, turn in enumerate(conv):
+        if turn["from"] in ("user", "observation"):
+            flat.append({"from": turn["from"], "value": turn["value"]})
+        elif turn["from"] == "assistant":
+            target = backbone_target(conv, i)
+            if target is not None:
+                flat.append({"from": "assistant", "value": target})
+    return flat
+
+
+def _backbone_samples(
+    tools: Sequence[dict], conv: Sequence[dict], stale_giveup_input: bool, templates: dict
+) -> list[dict]:
+    template, out = templates["toolbench_backbone"], []
     flat: list[dict] = []  # the backbone history: one combined assistant turn per step
     last_input = None
     for i, turn in enumerate(conv):
@@ -188,14 +231,8 @@ def _backbone_samples(tools: Sequence[dict], conv: Sequence[dict], stale_giveup_
             continue
         if kind != "assistant":
             continue  # caller / conclusion turns are folded into the assistant step
-        thought = _thought(value)
-        if nxt.get("from") == "caller":
-            target = thought + "\n" + nxt["value"]
-        elif nxt.get("from") == "conclusion":
-            target = thought + "\nconclusion: " + nxt["value"]
-        elif NEXT_GIVE_UP in value:
-            target = thought + "\nconclusion: give up."
-        else:
+        target = backbone_target(conv, i)
+        if target is None:
             continue
         prompt = fill(template, tools, serialize_history(flat)) + SUFFIX["backbone"]
         if NEXT_GIVE_UP in value and nxt.get("from") not in ("caller", "conclusion") and stale_giveup_input:
@@ -206,12 +243,16 @@ def _backbone_samples(tools: Sequence[dict], conv: Sequence[dict], stale_giveup_
     return out
 
 
-def trajectory_samples(record: dict, stale_giveup_input: bool = False, where: str = "trajectory") -> dict:
+def trajectory_samples(
+    record: dict, stale_giveup_input: bool = False, where: str = "trajectory", templates: dict = TEMPLATES
+) -> dict:
     """All four roles' samples of one stage-2 record {tools, conversations}."""
     for key in ("tools", "conversations"):
         if key not in record:
             raise TrajectoryError(f"{where}: no {key!r} field")
     return {
-        role: role_samples(record["tools"], record["conversations"], role, stale_giveup_input, where)
+        role: role_samples(
+            record["tools"], record["conversations"], role, stale_giveup_input, where, templates
+        )
         for role in ROLES
     }
