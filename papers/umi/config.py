@@ -119,6 +119,7 @@ SMALL = replace(
     UmiConfig(scale="small", seeds=(0,), toy=False),
     model=ModelConfig(backbone="Qwen/Qwen2.5-0.5B-Instruct", context=4096),
     train=TrainConfig(lr=5e-5, lr_stage2=1e-5, batch_size=4, max_len=4096, system_prefix=True),
+    eval=EvalConfig(max_new_tokens=512, batch_size=8),
     real=RealConfig(model="Qwen/Qwen2.5-0.5B-Instruct", limit=None, max_input_tokens=3750, max_new_tokens=512,
                     train=True, train_steps=200, train_batch=4),
 )  # fmt: skip

@@ -174,6 +174,8 @@ def real_eval(cfg: UmiConfig, data_dir: str | None, root: Path, force: bool) -> 
     )
     folder = root / "real" / f"{cfg.real.model.replace('/', '_')}-{key}"
 
+    cfg = replace(cfg, eval=replace(cfg.eval, max_new_tokens=cfg.real.max_new_tokens))
+
     def compute():
         t0 = time.perf_counter()
         tok = load_tokenizer(cfg.real.model)
