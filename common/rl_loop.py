@@ -11,7 +11,10 @@ response token), then one or more passes of minibatch updates:
 - "reinforce": `reinforce_loss(logp, rewards)` (no baseline, no ratio: the code's trainer);
 - "ppo": critic values V (read at the position before each token, i.e. at state s_t), divided by their
   chunk std as in the code's buffer (`normalize_values`), advantages by `reward_is_q` (A = r - c V,
-  returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic.
+  returns r) or `gae`, `ppo_clip_loss` for the actor and `value_loss` for the critic;
+- "grpo": `ppo_clip_loss` on the reward_fn's token values taken as the advantages (e.g. group advantages,
+  `common.rl.group_advantages`), no critic: several minibatches / `inner_epochs` reuse one chunk's samples
+  with the ratio to pi_old clipped (GRPO's mu > 1 iterations).
 The reference policy's log-probs (for a KL term inside `reward_fn`) are put on the rollout as `logp_ref`.
 Each chunk's loss and rewards (and the evaluation, when there is one) go to a tracker
 (`cfg.report_to`: TensorBoard under `output_dir/tensorboard` by default, wandb, or none;
@@ -41,6 +44,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -61,7 +65,7 @@ from common.rl import (
 from common.stages import atomic_write_json, temp_path
 from common.tracking import check_report_to, start_tracker
 
-ALGORITHMS = ("reinforce", "ppo")
+ALGORITHMS = ("reinforce", "ppo", "grpo")
 ADVANTAGES = ("reward_is_q", "gae")
 STATE_FILE = "rl_state.pt"
 
@@ -74,7 +78,7 @@ class RLConfig:
     output_dir: str
     chunks: int
     prompts_per_chunk: int
-    algorithm: str = "reinforce"  # reinforce | ppo
+    algorithm: str = "reinforce"  # reinforce | ppo | grpo (clipped ratio on reward_fn advantages, no critic)
     advantage: str = "gae"  # ppo only: gae | reward_is_q (A = r - value_coef * V, returns r)
     samples_per_prompt: int = 1
     minibatch_size: int = 8
@@ -98,6 +102,7 @@ class RLConfig:
     seed: int = 0
     progress: bool = True
     report_to: str = "tensorboard"  # tensorboard (output_dir/tensorboard) | wandb | none (common.tracking)
+    log_grad_norm: bool = False  # True: each chunk logs `grad_norm`, the mean policy gradient norm (pre-clip)
 
     def __post_init__(self) -> None:
         check_report_to(self.report_to, "RLConfig")
@@ -113,6 +118,20 @@ class RLConfig:
                 raise ValueError(f"RLConfig.{name}: must be an integer >= 1, got {value!r}")
         if not (self.lr > 0 and self.critic_lr > 0 and self.clip > 0):
             raise ValueError("RLConfig: lr, critic_lr and clip must be > 0")
+
+
+class PolicyLoss(Protocol):
+    """An actor loss for `run_rl` in place of REINFORCE / PPO-clip (the seam LCO's losses use).
+
+    `prepare(policy, ro)`: once per chunk, without gradients, after `ro.logp_old` is set (e.g. record the
+    old policy's logits); `__call__(policy, ro, idx, advantages)`: the loss of the minibatch rows `idx`,
+    `advantages` [len(idx), seq] (the reward_fn's output, or PPO's advantages when there is a critic)."""
+
+    def prepare(self, policy: torch.nn.Module, ro: Rollout) -> None: ...
+
+    def __call__(
+        self, policy: torch.nn.Module, ro: Rollout, idx: torch.Tensor, advantages: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 def chunk_prompts(prompts: list, chunk: int, size: int, seed: int) -> list:
@@ -148,12 +167,24 @@ def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x[mask].float().std(unbiased=False).clamp_min(1e-8)
 
 
-def _step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer, clip: float | None) -> None:
+def _step(
+    loss: torch.Tensor,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    clip: float | None,
+    norm: bool = False,
+) -> float | None:
+    """One optimizer step; returns the gradient norm before clipping when `clip` is set or `norm` asked."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    total = None
     if clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        total = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    elif norm:
+        grads = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+        total = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
     opt.step()
+    return total
 
 
 def _save(path: Path, state: dict) -> None:
@@ -233,6 +264,8 @@ def run_rl(
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     generator_factory: Callable[[torch.nn.Module], Generator] | None = None,
     forward_batch_size: int | None = None,
+    policy_loss: PolicyLoss | None = None,
+    initial_eval: dict[str, float] | None = None,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -243,6 +276,10 @@ def run_rl(
     samples with an `HFGenerator` over `policy`. Rollouts are moved to the policy's device.
     `forward_batch_size`: rows per no-grad forward when computing log pi_old / log pi_ref over a chunk
     (None: the whole chunk in one pass; a real model's [chunk, seq, vocab] logits need batches).
+    `policy_loss`: a `PolicyLoss` that replaces the algorithm's actor loss (e.g. papers/lco's logit-space
+    losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
+    `initial_eval`: what `evaluate` returns for the untrained policy when that is known already (the
+    same starting policy is evaluated once for every arm of a comparison); None: `evaluate(policy)`.
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -266,7 +303,9 @@ def run_rl(
             critic_opt.load_state_dict(state["critic_opt"])
         curve, start, steps = state["curve"], state["chunk"], state["steps"]
     elif evaluate is not None:
-        curve.append({"chunk": 0, "step": 0, **evaluate(policy)})
+        curve.append(
+            {"chunk": 0, "step": 0, **(initial_eval if initial_eval is not None else evaluate(policy))}
+        )
     tracker = start_tracker(cfg.report_to, out / "tensorboard", run_name=out.name, config=asdict(cfg))
     if start == 0 and curve:
         tracker.log(_scalars(curve[0]), step=0)
@@ -294,6 +333,8 @@ def run_rl(
             ro.logp_old = _chunk_logprobs(policy, ro, forward_batch_size) * mask
             if ref_model is not None:
                 ro.logp_ref = _chunk_logprobs(ref_model, ro, forward_batch_size) * mask
+            if policy_loss is not None:
+                policy_loss.prepare(policy, ro)
             rewards = reward_fn(ro)
             if rewards.shape != ro.input_ids.shape:
                 raise ValueError(
@@ -311,7 +352,7 @@ def run_rl(
                     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
         policy.train()
         order_rng = torch.Generator().manual_seed(cfg.seed * 100_003 + k)
-        losses = []
+        losses, norms = [], []
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(len(ro), generator=order_rng)
             for s in range(0, len(ro), cfg.minibatch_size):
@@ -319,11 +360,13 @@ def run_rl(
                 mb_mask = mask[idx]
                 logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
                 norm = {"norm": cfg.loss_norm, "max_tokens": cfg.max_tokens}
-                if cfg.algorithm == "reinforce":
+                if policy_loss is not None:
+                    loss = policy_loss(policy, ro, idx, advantages[idx])
+                elif cfg.algorithm == "reinforce":
                     loss = reinforce_loss(logp, advantages[idx], mb_mask, **norm)
                 else:
                     loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip, **norm)
-                _step(loss, policy, opt, cfg.max_grad_norm)
+                norms.append(_step(loss, policy, opt, cfg.max_grad_norm, cfg.log_grad_norm))
                 steps += 1
                 losses.append(float(loss.detach()))
                 if critic is not None and returns is not None:
@@ -335,6 +378,8 @@ def run_rl(
         stats = {"token_reward": float(rewards[mask].mean()), "seq_reward": float(seq_reward)}
         stats |= {key: float(v) for key, v in ro.metrics.items()}
         stats["loss"] = sum(losses) / len(losses)
+        if cfg.log_grad_norm:
+            stats["grad_norm"] = sum(norms) / len(norms)
         scalars = {"chunk": k + 1, **stats}
         if evaluate is not None and ((k + 1) % cfg.eval_every == 0 or k + 1 == cfg.chunks):
             curve.append({"chunk": k + 1, "step": steps, **stats, **evaluate(policy)})

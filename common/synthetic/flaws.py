@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from common.synthetic.world import SYMBOL, Problem, Step, apply, rationale_variants
 
 FLAW_KINDS = ("slip", "operand", "drop")
-HABITS = ("div-as-mul", "product+1")
+HABITS = ("div-as-mul", "product+1", "skip-last")
 LINE = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)\.$")
 
 
@@ -172,16 +172,31 @@ def first_error(problem: Problem, text: str) -> int:
     return min(reach, max(len(lines) - 1, 0))
 
 
-def preference_pairs(problems: list[Problem], seed: int = 0) -> list[dict]:
-    """{prompt, chosen, rejected, first_error, flaw} per problem where a clean flaw exists."""
-    rng = random.Random(f"pairs:{seed}")
+def preference_pairs(
+    problems: list[Problem], seed: int = 0, habit: str | None = None, habit_share: float = 0.0
+) -> list[dict]:
+    """{prompt, chosen, rejected, first_error, flaw} per problem where a clean flaw exists.
+
+    With `habit`, a `habit_share` of the rejected rationales (where the habit applies) carry that habit
+    instead of a one-off flaw (`flaw` = the habit's name): the pairs of a world whose policy has the habit,
+    as pairs sampled from that policy would hold its errors. Without it the pairs are unchanged."""
+    if not 0.0 <= habit_share <= 1.0:
+        raise ValueError(f"habit_share must be in [0, 1], got {habit_share}")
+    rng, habit_rng = random.Random(f"pairs:{seed}"), random.Random(f"pairs-habit:{seed}")
     pairs = []
     for p in problems:
         orders = p.orders()
         order = rng.choice(orders)
         wording = rng.randrange(10**6)
         steps = p.steps(order)
-        flawed = make_flawed(p, steps, rng, wording)
+        flawed = None
+        if habit is not None and habit_rng.random() < habit_share:
+            bad = habit_steps(p, steps, habit)
+            if bad is not None:
+                text = p.render(bad, wording)
+                flawed = Flawed(text, first_error(p, text), habit, bad[-1].c)
+        if flawed is None:
+            flawed = make_flawed(p, steps, rng, wording)
         if flawed is None:
             continue
         pairs.append(
@@ -204,12 +219,19 @@ def habit_steps(problem: Problem, steps: list[Step], habit: str = "div-as-mul") 
 
     - "div-as-mul": every "splits into k equal piles" line multiplies instead (v * k, the wording kept):
       one operator token decides it, as a misread word would;
-    - "product+1": every product line a * b is written one too high."""
+    - "product+1": every product line a * b is written one too high;
+    - "skip-last": the rationale stops one operation early (the last op's lines are never written and the
+      answer is the value before it): one decision, `####` or one more line, on every problem, as a hasty
+      solver would."""
     if habit not in HABITS:
         raise ValueError(f"unknown habit {habit!r}; valid: {', '.join(HABITS)}")
     touched = []
+    last_op = steps[-1].op_index
 
-    def edit(i: int, s: Step, kind: str, b: int) -> tuple[str, int, int]:
+    def edit(i: int, s: Step, kind: str, b: int) -> tuple[str, int, int] | None:
+        if habit == "skip-last" and s.op_index == last_op:
+            touched.append(i)
+            return None
         if habit == "div-as-mul" and kind == "div":
             touched.append(i)
             return "mul", b, 0
@@ -219,7 +241,7 @@ def habit_steps(problem: Problem, steps: list[Step], habit: str = "div-as-mul") 
         return kind, b, 0
 
     out = _continue(problem, steps, edit)
-    return out if out is not None and touched else None
+    return out if out and touched else None
 
 
 def habit_rationales(

@@ -9,7 +9,8 @@ temperature (T = 1), must beat the SFT policy on the **validation** split in eve
     python -m common.synthetic.rl_gate --policy student      # the habit-free student, for comparison
     python -m common.synthetic.rl_gate --seeds 0 --set lr=1e-4 --set chunks=20
 
-Prints one JSON line per seed and a last one with the gate's verdict; `--out DIR` also writes gate.json.
+Prints one JSON line per seed and a last one with the gate's verdict; `--out DIR` also writes gate.json
+and gate.md (the per-seed table; common/synthetic/results/ holds the committed run).
 The regime (`GateConfig`) was chosen on validation only; the test split is never read here.
 """
 
@@ -29,7 +30,7 @@ from common.models import load_causal_lm, load_tokenizer
 from common.rl import Rollout, group_advantages
 from common.rl_loop import RLConfig, evaluate_pass_at_k, run_rl
 from common.scoring import gsm8k_is_correct
-from common.stages import atomic_write_json, runs_dir, stage_hash
+from common.stages import atomic_write_json, atomic_write_text, runs_dir, stage_hash
 from common.synthetic.base_models import get_base_model
 from common.synthetic.world import make_splits
 
@@ -40,18 +41,20 @@ GATE_GREEDY, GATE_SAMPLED = 5.0, 10.0  # points, every seed (issue 15)
 @dataclass(frozen=True)
 class GateConfig:
     policy: str = "rl-student"  # a base model size of common.synthetic.base_models
-    chunks: int = 30  # policy updates (one per chunk); the best regime measured so far (README "RL testbed")
-    prompts_per_chunk: int = 32
+    chunks: int = 12  # policy updates (one per chunk); chosen on validation (README "RL testbed")
+    prompts_per_chunk: int = 16
     samples_per_prompt: int = 8  # the GRPO group
-    lr: float = 1e-4
-    warm_chunks: int = 5  # lr x 0.1 for the first chunks
+    algorithm: str = "reinforce"  # common.rl_loop: reinforce (one on-policy update) | grpo (clipped ratio)
+    minibatches: int = 1  # updates per chunk (grpo: the chunk's samples reused with the ratio clipped)
+    lr: float = 3e-4
+    warm_chunks: int = 4  # lr x 0.1 for the first chunks
     advantage: str = "grpo"  # common.rl.group_advantages
     loss_norm: str = "token"  # common.rl.aggregate
     temperature: float = 1.0  # rollouts sample at the loss's temperature
     max_tokens: int = 80
     val_problems: int = 200
-    sampled_n: int = 4  # samples per validation problem for the sampled Pass@1 (T = 1)
-    eval_every: int = 10
+    sampled_n: int = 8  # samples per validation problem at T = 1: sampled Pass@1, Pass@4, Pass@8
+    eval_every: int = 4
 
 
 def oracle_reward(tokenizer, problems, kind: str):
@@ -71,14 +74,17 @@ def oracle_reward(tokenizer, problems, kind: str):
 
 
 def scores(model, tok, problems, cfg: GateConfig) -> dict[str, float]:
-    """Greedy and sampled (T = 1, `sampled_n` samples, seed 1) Pass@1 in points."""
+    """Greedy Pass@1 and, from `sampled_n` samples at T = 1 (seed 1), the sampled Pass@1 and Pass@4 / Pass@8
+    (the headroom an outcome reward can find), in points."""
     prompts = [p.prompt() for p in problems]
     grade = lambda i, text: gsm8k_is_correct(text, str(problems[i].answer))  # noqa: E731
     greedy = evaluate_pass_at_k(model, tok, prompts, grade, max_tokens=cfg.max_tokens)["pass@1"]
+    ks = tuple(k for k in (1, 4, 8) if k <= cfg.sampled_n)
     sampled = evaluate_pass_at_k(
-        model, tok, prompts, grade, n=cfg.sampled_n, temperature=1.0, max_tokens=cfg.max_tokens, seed=1
-    )["pass@1"]
-    return {"greedy": round(100 * greedy, 2), "sampled": round(100 * sampled, 2)}
+        model, tok, prompts, grade, n=cfg.sampled_n, ks=ks, temperature=1.0, max_tokens=cfg.max_tokens, seed=1
+    )
+    out = {"greedy": round(100 * greedy, 2), "sampled": round(100 * sampled["pass@1"], 2)}
+    return out | {f"pass@{k}": round(100 * sampled[f"pass@{k}"], 2) for k in ks if k > 1}
 
 
 def run_seed(cfg: GateConfig, seed: int, work: Path) -> dict:
@@ -95,7 +101,8 @@ def run_seed(cfg: GateConfig, seed: int, work: Path) -> dict:
         chunks=cfg.chunks,
         prompts_per_chunk=cfg.prompts_per_chunk,
         samples_per_prompt=cfg.samples_per_prompt,
-        minibatch_size=cfg.prompts_per_chunk * cfg.samples_per_prompt,  # one update per chunk
+        algorithm=cfg.algorithm,
+        minibatch_size=cfg.prompts_per_chunk * cfg.samples_per_prompt // cfg.minibatches,
         lr=cfg.lr,
         warm_lr_factor=0.1,
         warm_chunks=cfg.warm_chunks,
@@ -141,6 +148,30 @@ def gate(results: list[dict]) -> dict:
     }
 
 
+def gate_table(verdict: dict, runs: list[dict]) -> str:
+    """Markdown: one row per seed (SFT and RL scores, deltas), then the verdict; written beside gate.json."""
+    head = "| seed | SFT greedy | SFT sampled | SFT Pass@4 | SFT Pass@8 | RL greedy | RL sampled | delta greedy | delta sampled |"
+    rows = [head, "|" + "---|" * 9]
+    for r in runs:
+        sft, rl, d = r["sft"], r["rl"], r["delta"]
+        cells = [
+            sft["greedy"],
+            sft["sampled"],
+            sft.get("pass@4"),
+            sft.get("pass@8"),
+            rl["greedy"],
+            rl["sampled"],
+        ]
+        cells += [f"{d['greedy']:+.2f}", f"{d['sampled']:+.2f}"]
+        rows.append(f"| {r['seed']} | " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    t = verdict["thresholds"]
+    rows.append(
+        f"\nGate ({verdict['split']}, Pass@1 in points, every seed: greedy >= +{t['greedy']:g}, sampled >= "
+        f"+{t['sampled']:g}): **{verdict['gate']}**. Config: `{json.dumps(verdict['config'])}`."
+    )
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m common.synthetic.rl_gate",
@@ -166,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(verdict), flush=True)
     if args.out:
         atomic_write_json(Path(args.out) / "gate.json", verdict | {"runs": results})
+        atomic_write_text(Path(args.out) / "gate.md", gate_table(verdict, results))
     return 0
 
 

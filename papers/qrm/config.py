@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.synthetic.flaws import HABITS
+
 METHODS = {  # method name (published.csv / claims.yaml) -> (algorithm, reward model)
     "REINFORCE+Q-RM": ("reinforce", "qrm"),
     "REINFORCE+ORM": ("reinforce", "orm"),
@@ -65,6 +67,8 @@ class ReinforceConfig:
     eos_overwrite: bool = True  # code: re_scoring_eos_rewards
     baseline: str = "none"  # code: none; "group" (ours): leave-one-out mean over a prompt's samples
     max_grad_norm: float | None = 1.0  # ours; None = off as in the code
+    warm_lr_factor: float = 1.0  # spec: no warm-up for REINFORCE (ours at toy scale: lr x this at first)
+    warm_chunks: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class DataConfig:
     rm_pairs: int | None = None  # cap on RM training pairs (None: all; ours)
     rm_eval_pairs: int | None = None  # held-out pairs (None: all 787 / 2,291; spec)
     gsm8k_mode: str = "flexible"  # GSM8K answer extraction: last number (ours: an instruct model's format)
+    pair_habit: str | None = None  # toy: the policy's habit, carried by `pair_habit_share` of the rejected
+    pair_habit_share: float = 0.0  # rationales (flaws.preference_pairs), as pairs sampled from it would be
 
 
 @dataclass(frozen=True)
@@ -168,12 +174,16 @@ class QRMConfig:
     deepspeed_config: str | None = None  # paper: papers/qrm/configs/zero3.yaml (accelerate launch)
 
 
-# Toy: the arithmetic world's student SFT model (tiny-student, 169k params) as policy; the RMs on the larger
-# mid model (469k params, full fine-tuning), bigger than the policy as in the paper (70B RMs, 3B policy).
-# All RL hyper-parameters are ours for a 2-core budget, chosen on the validation split (NOTES.md "Toy design").
+# Toy: the RL testbed of common/synthetic (README "RL testbed"): the policy is the `rl-student` SFT model
+# (tiny-student preset, 169k params, whose errors are mostly one habit, stopping one operation early), the
+# RMs on the larger mid model (469k params, full fine-tuning), bigger than the policy as in the paper (70B
+# RMs, 3B policy), trained on the world's pairs with half of the rejected rationales carrying the policy's
+# habit. The RL regime is the testbed's calibrated one (common.synthetic.rl_gate.GateConfig: 16 prompts x 8
+# samples at T = 1 per update, lr 3e-4 after 4 warm-up updates at x0.1), for every arm; ours, chosen on
+# the validation split with the oracle arm (NOTES.md "Toy design").
 TOY = QRMConfig(
     scale="toy",
-    policy="student",
+    policy="rl-student",
     # RMs: 100 steps of 32 pairs on the mid backbone, lr 1e-4 for all three (validation pairwise accuracy
     # per choice in NOTES.md). The DPO-RM lr is ours (the spec's 1e-6 is for LoRA on a 70B model).
     rm=RMConfig(
@@ -188,39 +198,44 @@ TOY = QRMConfig(
         eval_batch_size=16,
         dpo_eval_batch_size=32,
     ),
-    # REINFORCE regime chosen with the oracle arm on validation greedy Pass@1 (NOTES.md): 4 samples per
-    # prompt at T = 0.7 with the leave-one-out group baseline, for every REINFORCE arm.
+    # REINFORCE: one update per chunk of 16 prompts x 8 samples at T = 1 (the loss's temperature), the
+    # leave-one-out group baseline, for every REINFORCE arm.
     reinforce=ReinforceConfig(
-        lr=3e-5,
-        minibatch_size=16,
+        lr=3e-4,
+        minibatch_size=128,
         chunk_size=16,
-        samples_per_prompt=4,
+        samples_per_prompt=8,
         chunks=12,
-        temperature=0.7,
+        temperature=1.0,
         max_tokens=80,
         baseline="group",
+        warm_lr_factor=0.1,
+        warm_chunks=4,
     ),
-    # ours, chosen on validation (seed 0): no V / std_chunk(V) (an untrained critic's noise), value_coef the
-    # code's 0.01; the critic is a fresh head on the policy backbone.
+    # PPO: the same samples per update (128 prompts x 1, the spec's one sample per prompt), one update per
+    # chunk, the same lr schedule; no V / std_chunk(V) (an untrained critic's noise), value_coef the code's
+    # 0.01; the critic is a fresh head on the policy backbone.
     ppo=PPOConfig(
-        lr=3e-5,
-        warm_lr_factor=1.0,
-        warm_chunks=0,
+        lr=3e-4,
+        warm_lr_factor=0.1,
+        warm_chunks=4,
         critic_lr=1e-3,
         critic_init="policy",
-        minibatch_size=16,
-        chunk_size=64,
+        minibatch_size=128,
+        chunk_size=128,
         chunks=12,
         max_tokens=80,
         normalize_values=False,
     ),
-    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=2, sampled_n=2),
+    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=4, sampled_n=2),
     data=DataConfig(
         tasks=("arith",),
         train_problems=4000,
         val_problems=200,
         test_problems=500,
         gsm8k_mode="strict",  # the world's answers end with a `#### n` line
+        pair_habit="skip-last",
+        pair_habit_share=0.5,
     ),
     gru=GRUConfig(enabled=True),
     methods=(
@@ -289,5 +304,9 @@ def check_config(cfg: QRMConfig) -> None:
     ):
         if value:
             raise ValueError(f"qrm: unknown {name} {value[0]!r}; valid: {', '.join(valid)}")
+    if cfg.data.pair_habit is not None and cfg.data.pair_habit not in HABITS:
+        raise ValueError(f"qrm: unknown data.pair_habit {cfg.data.pair_habit!r}; valid: {', '.join(HABITS)}")
+    if not 0.0 <= cfg.data.pair_habit_share <= 1.0:
+        raise ValueError(f"qrm: data.pair_habit_share must be in [0, 1], got {cfg.data.pair_habit_share}")
     if not cfg.data.tasks or not cfg.methods:
         raise ValueError("qrm: data.tasks and methods must not be empty")

@@ -128,9 +128,9 @@ def toy_task(cfg: QRMConfig) -> Task:
         train=problems(train),
         val=problems(val),
         test=problems(splits["test"][: d.test_problems]),
-        heldout_pairs=world_preference_pairs(preference_pairs(val, seed=0)),
+        heldout_pairs=world_preference_pairs(preference_pairs(val, 0, d.pair_habit, d.pair_habit_share)),
         chat_template=False,
-        train_pairs=world_preference_pairs(preference_pairs(train, seed=0)),
+        train_pairs=world_preference_pairs(preference_pairs(train, 0, d.pair_habit, d.pair_habit_share)),
     )
 
 

@@ -44,6 +44,7 @@ from common.config import config_dict
 from common.models import load_tokenizer
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
+from common.synthetic.rl_gate import gate
 from papers.qrm.config import LOG_RATIO_KINDS, METHODS, QRMConfig, check_config
 from papers.qrm.data import Task, real_task, toy_task
 from papers.qrm.gru_check import plot_gru_check
@@ -78,12 +79,44 @@ def rm_kinds(cfg: QRMConfig) -> list[str]:
 
 
 def _rl_job(
-    method: str, seed: int, cfg: QRMConfig, task: Task, dirs: dict, sampler: Sampler, work: Path, force: bool
+    method: str,
+    seed: int,
+    cfg: QRMConfig,
+    task: Task,
+    dirs: dict,
+    sampler: Sampler,
+    work: Path,
+    force: bool,
+    initial: dict | None = None,
 ) -> dict:
-    """One RL run (in a worker when `workers` > 1; the HF sampler pickles, a vLLM engine stays in-process)."""
+    """One RL run (in a worker when `workers` > 1; the HF sampler pickles, a vLLM engine stays in-process).
+    `initial`: the SFT policy's curve point (shared by every arm; see `rl_stage`)."""
     kind = METHODS[method][1]
     critic_from = dirs.get("orm" if kind in LOG_RATIO_KINDS else kind)
-    return rl_stage(method, seed, cfg, task, dirs.get(kind), critic_from, sampler, work, force)
+    return rl_stage(method, seed, cfg, task, dirs.get(kind), critic_from, sampler, work, force, initial)
+
+
+def calibration_gate(sft: dict, runs: list[dict]) -> dict | None:
+    """The RL testbed's gate (common.synthetic.rl_gate) on the toy test split, reported, never tuned on: the
+    oracle arm's per-seed gain over the SFT policy in greedy and sampled Pass@1 points; None without an
+    oracle arm on the toy world."""
+    if "arith" not in sft:
+        return None
+    base = sft["arith"]["test"]
+    oracle = [r for r in runs if r["task"] == "arith" and r["method"] == "REINFORCE+oracle"]
+    if not oracle or "Pass@1 (sampled)" not in base:
+        return None
+    per_seed = [
+        {
+            "seed": r["seed"],
+            "delta": {
+                "greedy": round(100 * (r["test"]["Pass@1"] - base["Pass@1"]), 2),
+                "sampled": round(100 * (r["test"]["Pass@1 (sampled)"] - base["Pass@1 (sampled)"]), 2),
+            },
+        }
+        for r in oracle
+    ]
+    return gate(per_seed) | {"split": "test", "seeds": [r["seed"] for r in per_seed]}
 
 
 def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = None) -> Path:
@@ -96,33 +129,58 @@ def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = Non
     work.mkdir(parents=True, exist_ok=True)
     sft, runs, rms, prefs, tasks = {}, [], [], {}, []
     with worker_pool(cfg.workers, cfg.threads or 1) as pool:
+        # The two base models train at once in the pool (a clean clone's first minutes); the GRU check
+        # fills the first free slot, the RMs follow their backbone, the oracle arms the policy.
+        rm_backbone = pool.submit(model_path, cfg.rm.backbone)
+        policy_job = pool.submit(model_path, cfg.policy)
         gru_job = pool.submit(gru_stage, cfg, work, force) if cfg.gru.enabled else None
-        rm_backbone = pool.submit(model_path, cfg.rm.backbone)  # trains a toy RM base model on first use
-        policy = model_path(cfg.policy)
-        run = replace(cfg, policy=policy, rm=replace(cfg.rm, backbone=rm_backbone.result()))  # model folders
-        tok = load_tokenizer(policy)
-        check_tokenizers(tok, load_tokenizer(run.rm.backbone), cfg.policy, cfg.rm.backbone)
-        sampler = Sampler(run, tok, work)
+        run = replace(cfg, rm=replace(cfg.rm, backbone=rm_backbone.result()))  # model folders
+        sampler = None
         for name in cfg.data.tasks:
-            task = make_task(run, name, data_dir)
+            rm_jobs = {}
+            if name == "arith":  # the world's fixed pairs: its RMs need only their backbone
+                task = make_task(run, name, data_dir)
+                pairs, pairs_key, prefs[name] = pairs_stage(run, task, sampler, work, force)
+                rm_jobs = {
+                    k: pool.submit(rm_stage, k, run, task, pairs, pairs_key, work, force)
+                    for k in rm_kinds(cfg)
+                }
+            if sampler is None:
+                run = replace(run, policy=policy_job.result())
+                tok = load_tokenizer(run.policy)
+                check_tokenizers(tok, load_tokenizer(run.rm.backbone), cfg.policy, cfg.rm.backbone)
+                sampler = Sampler(run, tok, work)
+            if not rm_jobs:  # pairs sampled from the policy
+                task = make_task(run, name, data_dir)
+                pairs, pairs_key, prefs[name] = pairs_stage(run, task, sampler, work, force)
+                rm_jobs = {
+                    k: pool.submit(rm_stage, k, run, task, pairs, pairs_key, work, force)
+                    for k in rm_kinds(cfg)
+                }
             tasks.append(task)
-            pairs, pairs_key, prefs[name] = pairs_stage(run, task, sampler, work, force)
-            jobs = {
-                k: pool.submit(rm_stage, k, run, task, pairs, pairs_key, work, force) for k in rm_kinds(cfg)
-            }
             if is_main_process():
                 sft[name] = sft_stage(run, task, sampler, work, force)
-            infos = {k: job.result() for k, job in jobs.items()}
+            initial = {"val_pass@1": sft[name]["val"]} if is_main_process() else None
+            rl_jobs = {  # the oracle arms need no RM: they start before the RMs are trained
+                (m, s): pool.submit(_rl_job, m, s, run, task, {}, sampler, work, force, initial)
+                for s in cfg.seeds
+                for m in cfg.methods
+                if METHODS[m][1] == "oracle" and is_main_process()
+            }
+            infos = {k: job.result() for k, job in rm_jobs.items()}
             rms += [{k: v for k, v in info.items() if k != "dir"} for info in infos.values()]
             if not is_main_process():
                 continue
             dirs = {k: info["dir"] for k, info in infos.items()}
-            rl_jobs = [
-                pool.submit(_rl_job, m, s, run, task, dirs, sampler, work, force)
+            rl_jobs |= {
+                (m, s): pool.submit(_rl_job, m, s, run, task, dirs, sampler, work, force, initial)
                 for s in cfg.seeds
                 for m in cfg.methods
-            ]
-            runs += [job.result() for job in tqdm(rl_jobs, desc=f"qrm RL runs ({name})")]
+                if (m, s) not in rl_jobs
+            }
+            order = [(m, s) for s in cfg.seeds for m in cfg.methods]  # the table's order, not the pool's
+            done = {key: job.result() for key, job in tqdm(rl_jobs.items(), desc=f"qrm RL runs ({name})")}
+            runs += [done[key] for key in order]
         gru = gru_job.result() if gru_job else None
     out_dir = paper_dir(SLUG) / "results" / cfg.scale
     if not is_main_process():
@@ -160,6 +218,7 @@ def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = Non
             "rm": rms,
             "prefs": prefs,
             "sft": sft,
+            "calibration_gate": calibration_gate(sft, runs),
             "gru_passed": gru["passed"] if gru else None,
             "gru_criteria": gru["criteria"] if gru else None,
             "plots": [p.name for p in plots],

@@ -166,7 +166,9 @@ def rm_stage(
     out = _rm_dir(kind, cfg, task, pairs_key, len(pairs), work)
     if (out / "info.json").exists() and not force:
         return read_json(out / "info.json") | {"dir": str(out)}
-    rm, tok = cfg.rm, load_tokenizer(cfg.policy)
+    # the RM's own tokenizer (the pipeline checks that it equals the policy's: `check_tokenizers`), so
+    # that the RMs can train while the policy is still being made
+    rm, tok = cfg.rm, load_tokenizer(cfg.rm.backbone)
     train_cfg = RMTrainConfig(
         lr=rm.dpo_lr if kind in LOG_RATIO_KINDS else rm.lr,
         batch_size=rm.batch_size,
@@ -232,6 +234,8 @@ def rl_config(method: str, cfg: QRMConfig, seed: int, out: Path) -> RLConfig:
             samples_per_prompt=r.samples_per_prompt,
             minibatch_size=r.minibatch_size,
             lr=r.lr,
+            warm_lr_factor=r.warm_lr_factor,
+            warm_chunks=r.warm_chunks,
             temperature=r.temperature,
             top_p=r.top_p,
             max_tokens=r.max_tokens,
@@ -338,8 +342,12 @@ def rl_stage(
     sampler: Sampler,
     work: Path,
     force: bool,
+    initial: dict | None = None,
 ) -> dict:
-    """One RL run: the curve (greedy Pass@1 on `task.val`) and the final test scores (cached by settings)."""
+    """One RL run: the curve (greedy Pass@1 on `task.val`) and the final test scores (cached by settings).
+
+    `initial`: the curve's first point when known (the SFT policy's greedy val score, `sft_stage`: the
+    same for every arm and seed, so it is computed once); None evaluates the policy before training."""
     algorithm, kind = METHODS[method]
     rl_cfg = rl_config(method, cfg, seed, work / "tmp")
     section = cfg.reinforce if algorithm == "reinforce" else cfg.ppo
@@ -386,6 +394,7 @@ def rl_stage(
             },
             generator_factory=sampler.engine,
             forward_batch_size=cfg.forward_batch_size,
+            initial_eval=initial,
         )
         return {
             "task": task.name,

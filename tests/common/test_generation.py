@@ -200,6 +200,47 @@ def test_batching_does_not_change_greedy_outputs(model, tokenizer):
 
 
 @pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(n=4, temperature=1.0, max_tokens=30, seed=3),
+        SamplingParams(n=2, temperature=0.8, top_p=0.9, max_tokens=30, seed=4, logprobs=3),
+        SamplingParams(n=2, temperature=1.0, max_tokens=30, seed=5, stop=["7"]),
+    ],
+)
+def test_dropping_ended_rows_keeps_every_rows_tokens(model, tokenizer, monkeypatch, params):
+    """Rows that have ended leave the decoded batch (`COMPACT_AT`): the same tokens, texts, finish
+    reasons and (to float noise) log-probs as decoding the whole batch to the end."""
+    from transformers import DynamicCache
+
+    import common.generation as generation
+
+    def run(compact_at):
+        monkeypatch.setattr(generation, "COMPACT_AT", compact_at)
+        gen = HFGenerator(model, tokenizer, batch_size=16)
+        gen.eos_ids = set(range(10, 22))  # frequent ends: rows stop at very different steps
+        return gen.generate(PROMPTS * 2, params)
+
+    selects = []
+    original = DynamicCache.batch_select_indices
+    monkeypatch.setattr(
+        DynamicCache, "batch_select_indices", lambda self, i: (selects.append(len(i)), original(self, i))
+    )
+    plain = run(0.0)
+    assert not selects
+    compacted = run(0.75)
+    assert selects, "no row ever left the batch: the test shows nothing"
+    lengths = [len(o.token_ids) for o in plain]
+    assert min(lengths) < max(lengths)
+    for a, b in zip(plain, compacted):
+        assert (a.token_ids, a.text, a.finish_reason) == (b.token_ids, b.text, b.finish_reason)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+        if params.logprobs:
+            for ta, tb in zip(a.top_logprobs, b.top_logprobs):
+                assert list(ta) == list(tb)
+                assert list(ta.values()) == pytest.approx(list(tb.values()), abs=1e-5)
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"n": 0},

@@ -272,7 +272,7 @@ def test_tables_rewrite_only_the_marked_blocks(root):
     assert (
         f"| [qrm](papers/qrm/README.md) | reward model + RL | built | toy | 1 s (load {hw['load_avg_15min']:g} "
         f"on {hw['cpu_count']} cores) "
-        "| 1/1 hold, 2 without rows, 3 not checkable at toy |" in top
+        "| 1/1 hold, 4 without rows, 3 not checkable at toy |" in top
     )
     assert "| [lco](papers/lco/README.md) | RL | not built yet | - | - | no results yet |" in top
     tables.write_tables(["qrm"], root=root)  # idempotent

@@ -307,6 +307,35 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tokenizer, tmp_path):
     )
 
 
+def test_grpo_one_on_policy_update_equals_reinforce_and_later_ones_reuse_the_chunk(tokenizer, tmp_path):
+    """ "grpo" = the clipped ratio on the reward_fn's advantages, no critic: with one minibatch per chunk the
+    ratio is 1 at the update, so its gradient (hence the weights) equals REINFORCE's; with several
+    minibatches the chunk's samples serve several updates and the run still learns."""
+
+    def run(algorithm, minibatch, out):
+        policy = tiny_policy(tokenizer, seed=1)
+        cfg = RLConfig(
+            output_dir=str(out),
+            chunks=2,
+            prompts_per_chunk=4,
+            samples_per_prompt=2,
+            minibatch_size=minibatch,
+            algorithm=algorithm,
+            lr=3e-3,
+            max_tokens=5,
+            progress=False,
+            report_to="none",
+        )
+        run_rl(policy, tokenizer, PROMPTS, target_reward(tokenizer), cfg)
+        return policy.state_dict()
+
+    ours, theirs = run("grpo", 8, tmp_path / "g"), run("reinforce", 8, tmp_path / "r")
+    for name in ours:
+        assert torch.allclose(ours[name], theirs[name], atol=1e-6), name
+    reused = run("grpo", 2, tmp_path / "g4")  # 4 updates per chunk: different weights, same loop
+    assert not torch.allclose(reused["lm_head.weight"], ours["lm_head.weight"])
+
+
 def test_evaluate_pass_at_k_greedy_and_sampled(tokenizer):
     model = tiny_policy(tokenizer)
     always = evaluate_pass_at_k(model, tokenizer, PROMPTS, lambda i, t: True, max_tokens=3)

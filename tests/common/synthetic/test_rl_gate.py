@@ -64,3 +64,22 @@ def test_one_seed_runs_end_to_end_on_a_tiny_policy(toy_tokenizer, tiny_lm, tmp_p
     assert set(out) >= {"sft", "rl", "delta", "curve"} and len(out["curve"]) == 3  # chunk 0, 1, 2
     assert out["delta"]["greedy"] == pytest.approx(out["rl"]["greedy"] - out["sft"]["greedy"])
     assert all("correct" in row for row in out["curve"][1:])
+
+
+def test_gate_table_has_one_row_per_seed_and_the_verdict():
+    runs = [
+        {
+            "seed": s,
+            "sft": {"greedy": 12.0, "sampled": 22.0, "pass@4": 47.0, "pass@8": 65.0},
+            "rl": {"greedy": 60.0 + s, "sampled": 40.0},
+            "delta": {"greedy": 48.0 + s, "sampled": 18.0},
+        }
+        for s in (0, 1)
+    ]
+    verdict = rl_gate.gate(runs) | {"config": {"lr": 3e-4}, "split": "validation"}
+    text = rl_gate.gate_table(verdict, runs)
+    assert (
+        text.count("\n| ") == 2
+        and "| 1 | 12.0 | 22.0 | 47.0 | 65.0 | 61.0 | 40.0 | +49.00 | +18.00 |" in text
+    )
+    assert "**passes**" in text and "validation" in text

@@ -119,7 +119,7 @@ def test_preference_pairs(splits):
     assert preference_pairs(splits["train"], seed=1) == pairs  # deterministic by seed
 
 
-@pytest.mark.parametrize("habit", ["div-as-mul", "product+1"])
+@pytest.mark.parametrize("habit", ["div-as-mul", "product+1", "skip-last"])
 def test_a_habit_is_systematic_and_makes_the_answer_wrong(splits, habit):
     from common.synthetic.flaws import habit_rationales, habit_steps
     from common.synthetic.world import rationale_variants
@@ -131,7 +131,10 @@ def test_a_habit_is_systematic_and_makes_the_answer_wrong(splits, habit):
             if got is None:
                 continue
             seen += 1
-            for s, h in zip(steps, got):
+            if habit == "skip-last":  # the last op's lines are gone, every other line is as it was
+                assert got == [s for s in steps if s.op_index != steps[-1].op_index]
+                assert len(got) < len(steps) and got[-1].c != problem.answer
+            for s, h in zip(steps if habit != "skip-last" else got, got):
                 if habit == "div-as-mul" and s.kind == "div":  # the operator flips, the wording stays
                     assert (h.symbol, h.c) == ("*", h.a * h.b)
                 elif habit == "product+1" and s.symbol == "*":
@@ -150,3 +153,25 @@ def test_a_habit_is_systematic_and_makes_the_answer_wrong(splits, habit):
         habit_rationales(p, 2, 1.5)
     with pytest.raises(ValueError, match="unknown habit"):
         habit_steps(p, p.steps(), "typo")
+
+
+def test_pairs_can_carry_the_policy_habit(splits):
+    from common.synthetic.flaws import habit_steps, preference_pairs
+
+    val = splits["validation"]
+    plain = preference_pairs(val, seed=0)
+    assert preference_pairs(val, seed=0, habit=None, habit_share=0.9) == plain  # no habit: unchanged
+    mixed = preference_pairs(val, seed=0, habit="skip-last", habit_share=0.5)
+    by_uid = {p.uid: p for p in val}
+    habit = [r for r in mixed if r["flaw"] == "skip-last"]
+    assert 0.35 < len(habit) / len(mixed) < 0.65
+    for r in habit:
+        p = by_uid[r["id"]]
+        assert r["rejected"].count("\n") < r["chosen"].count("\n")  # it stops early
+        assert not gsm8k_is_correct(r["rejected"], str(p.answer)) and gsm8k_is_correct(
+            r["chosen"], str(p.answer)
+        )
+        assert first_error(p, r["rejected"]) == r["first_error"] != -1
+    assert habit_steps(val[0], val[0].steps(), "skip-last") is not None
+    with pytest.raises(ValueError, match="habit_share"):
+        preference_pairs(val, habit="skip-last", habit_share=2.0)

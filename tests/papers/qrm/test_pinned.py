@@ -26,14 +26,19 @@ def setup(tmp_path_factory):
     )
     tok.save_pretrained(root / "lm")
     toy = get_config("toy")
+    # the toy preset as pinned (before the RL testbed's regime, issue 15): plain pairs, the old lrs and
+    # rollouts, so that the numbers pin the maths and the seeding, not the preset's choices
+    old_rl = {"lr": 3e-5, "warm_lr_factor": 1.0, "warm_chunks": 0, "max_tokens": 8, "chunks": 1}
     cfg = replace(
         toy,
         policy=str(root / "lm"),
         rm=replace(toy.rm, backbone=str(root / "lm"), max_steps=4, batch_size=4),
-        reinforce=replace(toy.reinforce, chunks=1, chunk_size=4, minibatch_size=8, max_tokens=8),
-        ppo=replace(toy.ppo, chunks=1, chunk_size=8, minibatch_size=4, max_tokens=8),
-        eval=replace(toy.eval, max_tokens=8, sampled_n=0),
-        data=replace(toy.data, train_problems=40, val_problems=4, test_problems=4),
+        reinforce=replace(
+            toy.reinforce, chunk_size=4, minibatch_size=8, samples_per_prompt=4, temperature=0.7, **old_rl
+        ),
+        ppo=replace(toy.ppo, chunk_size=8, minibatch_size=4, **old_rl),
+        eval=replace(toy.eval, max_tokens=8, sampled_n=0, eval_every=2),
+        data=replace(toy.data, train_problems=40, val_problems=4, test_problems=4, pair_habit=None),
     )
     task = toy_task(cfg)
     return cfg, task, root

@@ -2,6 +2,7 @@
 claims.yaml (in points), cached reruns; the presets and the one-line errors."""
 
 import csv
+import json
 import shutil
 from dataclasses import replace
 
@@ -60,12 +61,17 @@ def test_miniature_pipeline_writes_rows_matching_the_claims(mini):
                 if r["method"] == method and all(r[k] == v for k, v in block["filter"].items())
             ]
             assert len(hits) == 1 and 0 <= float(hits[0]["value"]) <= 100, (claim["id"], method)
-            assert hits[0]["setting"] == "arith seed 0"
+            assert hits[0]["setting"] == ("arith" if method == "SFT" else "arith seed 0")  # SFT: no seed
     results = {c.id: c for c in evaluate_claims("qrm", "toy", root)}
     assert results["reinforce_qrm_beats_orm"].reproduced_delta is not None
     assert (out / "curves_reinforce.png").exists() and (out / "curves_ppo.png").exists()
     assert (out / "gru_check.png").exists() and (out / "provenance.json").exists()
     assert results["reinforce_qrm_beats_dpo_rm"].reproduced_delta is not None
+    gate = json.loads((out / "provenance.json").read_text())[
+        "calibration_gate"
+    ]  # the testbed's gate, on test
+    assert gate["split"] == "test" and gate["seeds"] == [0] and gate["gate"] in ("passes", "fails")
+    assert results["calibration_oracle_beats_sft_sampled"].verdict == "inconclusive"  # one seed: never holds
     methods = {r["method"] for r in rows if r["metric"] == "pass@1 (sampled, T=1)"}
     assert {"SFT", "REINFORCE+oracle", "REINFORCE+DPO-RM"} <= methods
     rms = {r["method"] for r in rows if r["metric"] == "pairwise accuracy" and r["setting"] != "gru check"}

@@ -54,3 +54,21 @@ def test_speedup_rows_and_the_convergence_claim(tmp_path):
     claims = {c["id"]: c for c in results.load_claims("qrm")}
     deltas = results.paired_deltas(claims["qrm_converges_faster_than_orm"]["toy"], rows)
     assert sorted(deltas) == [0.5, 2.0]
+
+
+def test_calibration_gate_reads_the_oracle_arm_against_sft_on_test():
+    from papers.qrm.pipeline import calibration_gate
+
+    sft = {"arith": {"test": {"Pass@1": 0.12, "Pass@1 (sampled)": 0.22}}}
+
+    def run(seed, greedy, sampled, method="REINFORCE+oracle"):
+        test = {"Pass@1": greedy, "Pass@1 (sampled)": sampled}
+        return {"task": "arith", "method": method, "seed": seed, "test": test}
+
+    runs = [run(0, 0.60, 0.40), run(1, 0.18, 0.40), run(0, 0.0, 0.0, "REINFORCE+ORM")]
+    g = calibration_gate(sft, runs)
+    assert g["split"] == "test" and g["seeds"] == [0, 1] and g["gate"] == "passes"
+    assert g["deltas"] == [{"greedy": 48.0, "sampled": 18.0}, {"greedy": 6.0, "sampled": 18.0}]
+    assert calibration_gate(sft, [runs[0], run(1, 0.16, 0.40)])["gate"] == "fails"  # seed 1: +4 greedy
+    assert calibration_gate(sft, [runs[0], run(1, 0.60, 0.31)])["gate"] == "fails"  # seed 1: +9 sampled
+    assert calibration_gate({}, runs) is None and calibration_gate(sft, runs[2:]) is None
