@@ -45,6 +45,7 @@ from papers.umi.data import (
 )
 from papers.umi.metrics import static_metrics
 from papers.umi.preprocess import TrajectoryError
+from papers.umi.report import write_block
 from papers.umi.stages import CONDITIONS, generator, make_agent, train_condition
 from papers.umi.training import encode_samples
 from papers.umi.world import TOY_TEMPLATES, MiniToolBench, WordTokenizer
@@ -260,9 +261,12 @@ def _reproduce(cfg: UmiConfig, force: bool, data_dir: str | None, results_root: 
                          "method": real["method"], "benchmark": "ToolBench-out-of-domain", "metric": metric,
                          "value": round(real["static"][metric], 4)})  # fmt: skip
         extra["real"] = real
-    return write_results(
+    out = write_results(
         SLUG, cfg.scale, rows, seeds=list(cfg.seeds), config=config_dict(cfg),
         wall_time_s=time.perf_counter() - start, grader=GRADER,
         sampling={"eval": "greedy" if cfg.eval.greedy else f"T={cfg.eval.temperature}, top_p={cfg.eval.top_p}"},
         extra=extra, root=results_root,
     )  # fmt: skip
+    if results_root is None and cfg.scale == "toy":
+        write_block(cfg.scale)  # the README's verdict block, from the provenance just written
+    return out
