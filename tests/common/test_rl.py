@@ -457,3 +457,40 @@ def test_loss_aggregations_token_sequence_constant():
     )
     with pytest.raises(ValueError, match="loss_norm"):
         RLConfig(output_dir="x", chunks=1, prompts_per_chunk=1, loss_norm="mean")
+
+
+def test_a_known_initial_evaluation_replaces_the_first_call_and_changes_nothing_else(tokenizer, tmp_path):
+    """`initial_eval` is the chunk-0 row (no evaluation of the untrained policy); the training and the
+    later rows are those of a run that evaluates it."""
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        out = HFGenerator(m, tokenizer).generate(PROMPTS, SamplingParams(n=2, max_tokens=6, seed=7))
+        return {"len": sum(len(o.token_ids) for o in out) / len(out)}
+
+    def run(out, initial=None):
+        torch.manual_seed(0)
+        model = tiny_policy(tokenizer)
+        cfg = RLConfig(
+            output_dir=str(out),
+            chunks=2,
+            prompts_per_chunk=4,
+            samples_per_prompt=2,
+            lr=1e-2,
+            max_tokens=6,
+            eval_every=1,
+            progress=False,
+        )
+        curve = run_rl(
+            model, tokenizer, PROMPTS, target_reward(tokenizer), cfg, evaluate=evaluate, initial_eval=initial
+        )
+        return curve, model
+
+    plain, plain_model = run(tmp_path / "a")
+    assert len(calls) == 3
+    known, known_model = run(tmp_path / "b", {"len": plain[0]["len"]})
+    assert len(calls) == 5  # chunks 1 and 2 only
+    assert known == plain
+    for p, q in zip(plain_model.parameters(), known_model.parameters()):
+        assert torch.equal(p, q)
