@@ -241,3 +241,27 @@ def dpo_rm_loss(
         raise ValueError(f"{where}: {chosen.shape[0]} chosen rows but {rejected.shape[0]} rejected rows")
     logits = beta * (chosen.sum(dim=1) - rejected.sum(dim=1)) - margin
     return -F.logsigmoid(logits).mean()
+
+
+STEP_PROTOCOLS = ("process", "prefix")
+
+
+def step_scores(token_rewards: torch.Tensor, step_ends: list[int], protocol: str = "process") -> torch.Tensor:
+    """Pre-sigmoid step scores [K] from one response's token rewards [n] (e.g. `td_token_rewards`, or the
+    evaluation code's coef * l_t) and the index of each step's last token, increasing.
+
+    "process" (process-level, the main tables; code `sum_diff`): sum of the rewards inside step k =
+    V_{end_k} - V_{end_{k-1}}; "prefix" (prefix-based, Table 14; code `sum`): V_{end_k}."""
+    if protocol not in STEP_PROTOCOLS:
+        raise ValueError(f"step_scores: protocol {protocol!r}; valid: {', '.join(STEP_PROTOCOLS)}")
+    if token_rewards.dim() != 1:
+        raise ValueError(f"step_scores: token_rewards must be [n], got shape {_shape(token_rewards)}")
+    n = token_rewards.shape[0]
+    if not step_ends or any(b <= a for a, b in zip(step_ends, step_ends[1:])):
+        raise ValueError(f"step_scores: step_ends must be non-empty and increasing, got {step_ends}")
+    if step_ends[0] < 0 or step_ends[-1] >= n:
+        raise ValueError(f"step_scores: step_ends {step_ends} fall outside the {n} response tokens")
+    prefix = token_rewards.cumsum(dim=0)[torch.as_tensor(step_ends)]
+    if protocol == "prefix":
+        return prefix
+    return torch.cat([prefix[:1], prefix[1:] - prefix[:-1]])
