@@ -265,3 +265,72 @@ def step_scores(token_rewards: torch.Tensor, step_ends: list[int], protocol: str
     if protocol == "prefix":
         return prefix
     return torch.cat([prefix[:1], prefix[1:] - prefix[:-1]])
+
+
+# --- online RM update: Adaptive Difficulty Boundary + Dynamic Loss Weighting (Eq. 15) ---------------
+
+
+def _check_groups(where: str, groups, batch: int) -> torch.Tensor:
+    groups = torch.as_tensor(groups)
+    if groups.dim() != 1 or groups.shape[0] != batch:
+        raise ValueError(f"{where}: groups must hold one prompt id per row ({batch}), got {_shape(groups)}")
+    return groups
+
+
+def prompt_accuracy(labels: torch.Tensor, groups) -> torch.Tensor:
+    """mu(x) [B] float64: each row's prompt accuracy over the rows of its group (the n rollouts)."""
+    labels = check_labels("prompt_accuracy", labels, torch.as_tensor(labels).shape[0])
+    groups = _check_groups("prompt_accuracy", groups, labels.shape[0])
+    mu = torch.zeros_like(labels)
+    for gid in groups.unique():
+        rows = groups == gid
+        mu[rows] = labels[rows].mean()
+    return mu
+
+
+def adb_offsets(mu: torch.Tensor, clamp: float = MU_CLAMP) -> torch.Tensor:
+    """V(x) = logit(mu(x)) with mu clamped to [clamp, 1 - clamp] (the code's), float64."""
+    mu = torch.as_tensor(mu, dtype=torch.float64).clamp(clamp, 1 - clamp)
+    return torch.log(mu) - torch.log1p(-mu)
+
+
+def dlw_weights(labels: torch.Tensor, groups, renormalize: bool = True) -> torch.Tensor:
+    """DLW weights [B] float64: 1 - mu for correct rows, mu for incorrect ones; `renormalize` (the code)
+    rescales each group's weights to sum to its size n. All-correct / all-wrong groups get 0 either way."""
+    labels = check_labels("dlw_weights", labels, torch.as_tensor(labels).shape[0])
+    groups = _check_groups("dlw_weights", groups, labels.shape[0])
+    mu = prompt_accuracy(labels, groups)
+    weights = torch.where(labels == 1, 1 - mu, mu)
+    if renormalize:
+        for gid in groups.unique():
+            rows = groups == gid
+            total = weights[rows].sum()
+            weights[rows] = weights[rows] * rows.sum() / total if total > 0 else 0.0
+    return weights
+
+
+def ipvrm_online_loss(
+    policy_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    labels: torch.Tensor,
+    groups,
+    beta: float = BETA_IPVRM,
+    margin: float = MARGIN_PAPER,
+    use_adb: bool = True,
+    use_dlw: bool = True,
+    renormalize: bool = True,
+) -> torch.Tensor:
+    """Eq. 15: the mean over rows of w_i (1/T) sum_t -log sigma(s (v̄_t + V(x)) - m); `groups` [B] the
+    prompt id of each row. use_adb False: V(x) = 0; use_dlw False: w = 1 (the offline loss, Eq. 9).
+    In DistRL the reference is pi_old (the code's reuse_ref); that is the caller's choice of ref_logprobs."""
+    labels_f = check_labels("ipvrm_online_loss", labels, policy_logprobs.shape[0])
+    offset = adb_offsets(prompt_accuracy(labels_f, groups)) if use_adb else None
+    if offset is not None:
+        offset = offset.to(policy_logprobs.dtype)
+    per_seq = ipvrm_sequence_losses(
+        policy_logprobs, ref_logprobs, response_mask, labels_f, beta, margin, value_offset=offset
+    )
+    if not use_dlw:
+        return per_seq.mean()
+    return (dlw_weights(labels_f, groups, renormalize).to(per_seq.dtype) * per_seq).mean()
