@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.rl import gae
+
 BETA_IPVRM = 10.0
 MARGIN_PAPER = 5.0  # paper App. C
 MARGIN_OFFICIAL_README = 0.0  # the README's command leaves --gamma at its default 0.0
@@ -37,6 +39,12 @@ MU_CLAMP = 1e-6  # the code clamps the prompt accuracy to [1e-6, 1 - 1e-6] befor
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
+
+
+def _same_shape(where: str, **tensors: torch.Tensor) -> None:
+    shapes = {name: _shape(t) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"{where}: shapes differ: {shapes}")
 
 
 def check_response_mask(where: str, response_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -334,3 +342,226 @@ def ipvrm_online_loss(
     if not use_dlw:
         return per_seq.mean()
     return (dlw_weights(labels_f, groups, renormalize).to(per_seq.dtype) * per_seq).mean()
+
+
+# --- DistRL (Eqs. 10-14; step3_distrl/dl_core_algos.py) ----------------------------------------------
+
+P_MIN = 0.1
+CANDIDATE_TOP_K = 5  # the code's candidate_top_k for DistRL (1 = GRPO w/ IPVRM)
+CLIP_LOW, CLIP_HIGH = 0.20, 0.28  # DAPO (paper); the code's candidate branch uses a symmetric 0.2
+DUAL_CLIP = 3.0
+ALPHA = 0.1  # L = L_tok + alpha L_dist
+GAE_COEF_CODE = 0.05  # the code's reward_gae_coef; the paper's Eq. 13 has 1
+STD_FLOOR = 1e-6  # the code clamps sigma_V and the group std at 1e-6
+SAMPLED_VARIANTS = ("code", "paper")
+CANDIDATE_AGGREGATIONS = ("paper", "code")
+
+
+def grpo_outcome_advantages(labels: torch.Tensor, groups, eps: float = STD_FLOOR) -> torch.Tensor:
+    """[B] float64 (r - mu(x)) / max(s(x), eps), s the population std of the group's outcomes (Eq. 13)."""
+    r = check_labels("grpo_outcome_advantages", labels, torch.as_tensor(labels).shape[0])
+    groups = _check_groups("grpo_outcome_advantages", groups, r.shape[0])
+    out = torch.zeros_like(r)
+    for gid in groups.unique():
+        rows = groups == gid
+        x = r[rows]
+        out[rows] = (x - x.mean()) / x.std(unbiased=False).clamp_min(eps)
+    return out
+
+
+def final_position_mask(response_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool, True at each row's last response token."""
+    mask = check_response_mask("final_position_mask", response_mask, response_mask.float())
+    last = mask.shape[1] - 1 - mask.flip(1).int().argmax(dim=1)
+    return torch.zeros_like(mask).scatter(1, last[:, None], True)
+
+
+def prefix_value_std(sampled_td: torch.Tensor, response_mask: torch.Tensor, eps: float = STD_FLOOR):
+    """sigma_V: the population std of the prefix values V_t = cumsum of the sampled TD over every response
+    position of the batch (App. C, Eqs. 23-25), clamped at `eps`; no gradient."""
+    mask = check_response_mask("prefix_value_std", response_mask, sampled_td)
+    values = torch.where(mask, sampled_td.detach(), torch.zeros_like(sampled_td)).cumsum(dim=1)
+    return values[mask].std(unbiased=False).clamp_min(eps)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """VeRL's masked_whiten: (x - mean) / sqrt(var + 1e-8) over the masked entries (Bessel-corrected
+    variance), 0 outside the mask."""
+    mask = mask.bool()
+    x = values[mask]
+    out = (values - x.mean()) * torch.rsqrt(x.var(unbiased=True) + 1e-8)
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+def discounted_suffix_sums(delta: torch.Tensor, response_mask: torch.Tensor, gamma_lambda: float = 1.0):
+    """A^GAE_t = sum_{i>=t} (gamma lambda)^(i-t) delta_i over each row's response tokens (Eq. 13, zero
+    intermediate reward and the TD as delta): `common.rl.gae` with V = 0, gamma 1, lambda = gamma lambda."""
+    mask = check_response_mask("discounted_suffix_sums", response_mask, delta)
+    adv, _ = gae(delta, torch.zeros_like(delta), mask, gamma=1.0, lam=gamma_lambda)
+    return adv
+
+
+def distrl_sampled_advantages(
+    sampled_td: torch.Tensor,
+    response_mask: torch.Tensor,
+    labels: torch.Tensor,
+    groups,
+    variant: str = "code",
+    gae_coef: float | None = None,
+    gamma_lambda: float = 1.0,
+    eps: float = STD_FLOOR,
+) -> torch.Tensor:
+    """Eq. 13's sampled-token advantage [B, T]: GRPO outcome advantage + gae_coef x GAE of the
+    normalised TD delta-hat (0 outside the mask). `sampled_td` [B, T]: beta (log pi_phi - log pi_ref)
+    of the sampled tokens (the code zeroes it at the final position: pass it so).
+
+    "code" (dl_core_algos.py): delta-hat = (delta - batch mean) / sigma_V, the GAE whitened over the
+    batch, gae_coef 0.05; "paper" (App. C): delta-hat = (delta - mu_TD(x)) / (sigma_TD(x) + eps) with the
+    mean and population std over all tokens of the prompt's rollouts, gae_coef 1, no whitening."""
+    if variant not in SAMPLED_VARIANTS:
+        raise ValueError(f"distrl_sampled_advantages: variant {variant!r}; valid: code, paper")
+    mask = check_response_mask("distrl_sampled_advantages", response_mask, sampled_td)
+    groups = _check_groups("distrl_sampled_advantages", groups, mask.shape[0])
+    outcome = grpo_outcome_advantages(labels, groups, eps).to(sampled_td.dtype)
+    delta = sampled_td.detach()
+    if variant == "code":
+        delta_hat = (delta - delta[mask].mean()) / prefix_value_std(delta, mask, eps)
+        coef = GAE_COEF_CODE if gae_coef is None else gae_coef
+    else:
+        delta_hat = torch.zeros_like(delta)
+        for gid in groups.unique():
+            rows = groups == gid
+            x = delta[rows][mask[rows]]
+            delta_hat[rows] = (delta[rows] - x.mean()) / (x.std(unbiased=False) + eps)
+        coef = 1.0 if gae_coef is None else gae_coef
+    delta_hat = torch.where(mask, delta_hat, torch.zeros_like(delta_hat))
+    gae_adv = discounted_suffix_sums(delta_hat, mask, gamma_lambda)
+    if variant == "code":
+        gae_adv = masked_whiten(gae_adv, mask)
+    out = outcome[:, None] + coef * gae_adv
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+def topk_with_forced_sampled(old_logits: torch.Tensor, sampled: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, T, k] token ids: the top-k of pi_old's logits [B, T, V] with the sampled token [B, T] in slot 0
+    (code `topk_with_forced_top1`: swapped with slot 0 when in the top-k, else put first, the rest
+    shifted right and the k-th dropped)."""
+    if old_logits.dim() != 3 or sampled.shape != old_logits.shape[:2]:
+        raise ValueError(
+            f"topk_with_forced_sampled: old_logits {_shape(old_logits)} must be [B, T, V] and sampled "
+            f"{_shape(sampled)} [B, T]"
+        )
+    if not 1 <= k <= old_logits.shape[-1]:
+        raise ValueError(f"topk_with_forced_sampled: k must be in [1, {old_logits.shape[-1]}], got {k}")
+    top = old_logits.topk(k, dim=-1).indices
+    sampled = sampled.long()[..., None]
+    present = top == sampled
+    slot = present.int().argmax(dim=-1, keepdim=True)
+    swapped = top.scatter(-1, slot, top[..., :1]).scatter(-1, torch.zeros_like(slot), sampled)
+    inserted = torch.cat([sampled, top[..., :-1]], dim=-1)
+    return torch.where(present.any(dim=-1, keepdim=True), swapped, inserted)
+
+
+def candidate_mask(
+    old_candidate_probs: torch.Tensor,
+    response_mask: torch.Tensor,
+    p_min: float = P_MIN,
+    force_sampled: bool = True,
+) -> torch.Tensor:
+    """[B, T, K] bool over candidates (slot 0 = the sampled token): valid response positions except each
+    row's last, and pi_old > p_min (the code's strict test); `force_sampled` keeps slot 0 at every valid
+    position whatever its probability (the code; the paper's C_t has no such rule)."""
+    if old_candidate_probs.dim() != 3 or old_candidate_probs.shape[:2] != response_mask.shape:
+        raise ValueError(
+            f"candidate_mask: old_candidate_probs {_shape(old_candidate_probs)} must be [B, T, K] over "
+            f"response_mask {_shape(response_mask)}"
+        )
+    mask = check_response_mask("candidate_mask", response_mask, old_candidate_probs[..., 0])
+    valid = (mask & ~final_position_mask(mask))[..., None]
+    keep = old_candidate_probs > p_min
+    if force_sampled:
+        keep[..., 0] = True
+    return valid & keep
+
+
+def clipped_surrogate_loss(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = CLIP_LOW,
+    clip_high: float = CLIP_HIGH,
+    dual_clip: float | None = DUAL_CLIP,
+) -> torch.Tensor:
+    """Per-entry PPO loss max(-A rho, -A clip(rho, 1 - clip_low, 1 + clip_high)), capped at -c A for
+    A < 0 (dual clip, VeRL's; None = off). The advantages carry no gradient."""
+    _check_positive("clipped_surrogate_loss", clip_low=clip_low, clip_high=clip_high)
+    if dual_clip is not None and not dual_clip > 1:
+        raise ValueError(f"clipped_surrogate_loss: dual_clip must be > 1 or None, got {dual_clip}")
+    adv = advantages.detach()
+    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_low, 1 + clip_high))
+    if dual_clip is not None:
+        loss = torch.where(adv < 0, torch.minimum(loss, -adv * dual_clip), loss)
+    return loss
+
+
+def token_branch_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = CLIP_LOW,
+    clip_high: float = CLIP_HIGH,
+    dual_clip: float | None = DUAL_CLIP,
+) -> torch.Tensor:
+    """Eq. 12 on the sampled tokens: the clipped surrogate, token mean over the batch (the code's)."""
+    mask = check_response_mask("token_branch_loss", response_mask, logp)
+    _same_shape("token_branch_loss", logp=logp, logp_old=logp_old, advantages=advantages)
+    ratio = torch.exp(torch.where(mask, logp - logp_old.detach(), torch.zeros_like(logp)))
+    per_token = clipped_surrogate_loss(ratio, advantages, clip_low, clip_high, dual_clip)
+    return per_token[mask].mean()
+
+
+def candidate_td_advantages(
+    rm_candidate_logprobs: torch.Tensor,
+    ref_candidate_logprobs: torch.Tensor,
+    beta: float,
+    sigma_v: torch.Tensor | float,
+) -> torch.Tensor:
+    """Eq. 11's A(s_t, y') = beta (log pi_phi(y'|s_t) - log pi_ref(y'|s_t)) / sigma_V over [B, T, K]
+    candidates (pi_ref := pi_old in DistRL; sigma_V already clamped, `prefix_value_std`); no gradient."""
+    _same_shape("candidate_td_advantages", rm=rm_candidate_logprobs, ref=ref_candidate_logprobs)
+    return (beta * (rm_candidate_logprobs - ref_candidate_logprobs) / sigma_v).detach()
+
+
+def candidate_branch_loss(
+    candidate_logp: torch.Tensor,
+    candidate_logp_old: torch.Tensor,
+    candidate_advantages: torch.Tensor,
+    candidates: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = CLIP_LOW,
+    clip_high: float = CLIP_HIGH,
+    dual_clip: float | None = DUAL_CLIP,
+    aggregation: str = "paper",
+) -> torch.Tensor:
+    """Eq. 11, L_Dist over candidates [B, T, K] (mask `candidates`, e.g. `candidate_mask`):
+    "paper" the mean over sequences of (1/T) sum_t sum_{y' in C_t} pi_old(y') loss(y'), T = the row's
+    response tokens; "code" sum pi_old(y') loss / sum pi_old(y') over every kept (t, y') of the batch.
+    The code's own clip here is the symmetric 0.2: pass clip_high=0.2 for it."""
+    if aggregation not in CANDIDATE_AGGREGATIONS:
+        raise ValueError(f"candidate_branch_loss: aggregation {aggregation!r}; valid: paper, code")
+    _same_shape(
+        "candidate_branch_loss",
+        candidate_logp=candidate_logp,
+        candidate_logp_old=candidate_logp_old,
+        candidate_advantages=candidate_advantages,
+        candidates=candidates,
+    )
+    mask = check_response_mask("candidate_branch_loss", response_mask, candidate_logp[..., 0])
+    keep = candidates.bool() & mask[..., None]
+    old = candidate_logp_old.detach()
+    ratio = torch.exp(torch.where(keep, candidate_logp - old, torch.zeros_like(old)))
+    loss = clipped_surrogate_loss(ratio, candidate_advantages, clip_low, clip_high, dual_clip)
+    weighted = torch.where(keep, old.exp() * loss, torch.zeros_like(loss))
+    if aggregation == "code":
+        return weighted.sum() / torch.where(keep, old.exp(), torch.zeros_like(old)).sum().clamp_min(1e-12)
+    return (weighted.sum(dim=(1, 2)) / mask.sum(dim=1)).mean()
