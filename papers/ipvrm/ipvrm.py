@@ -22,10 +22,12 @@ positions are False and never enter a loss); `labels` [B] in {0, 1} (the verifie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from common.rl import gae
+from common.rl import Rollout, gae
 
 BETA_IPVRM = 10.0
 MARGIN_PAPER = 5.0  # paper App. C
@@ -565,3 +567,138 @@ def candidate_branch_loss(
     if aggregation == "code":
         return weighted.sum() / torch.where(keep, old.exp(), torch.zeros_like(old)).sum().clamp_min(1e-12)
     return (weighted.sum(dim=(1, 2)) / mask.sum(dim=1)).mean()
+
+
+# --- DistRL as a `common.rl_loop.PolicyLoss` ------------------------------------------------------------
+
+
+def _next_token_logprobs(model: torch.nn.Module, ro: Rollout, batch: int | None) -> torch.Tensor:
+    """[B, S-1, V] float32 log-softmax; position t-1 is the distribution of input_ids[:, t]."""
+    step = batch or len(ro)
+    parts = []
+    for s in range(0, len(ro), step):
+        out = model(input_ids=ro.input_ids[s : s + step], attention_mask=ro.attention_mask[s : s + step])
+        parts.append(out.logits[:, :-1].float().log_softmax(-1))
+    return torch.cat(parts)
+
+
+class DistRLPolicyLoss:
+    """`run_rl(policy_loss=...)`: L = L_Tok-PPO (Eq. 12 on run_rl's advantages, e.g. `distrl_reward_fn`)
+    + alpha L_Dist-PPO (Eq. 11 over the forced-sampled top-k candidates with pi_old > p_min).
+
+    `prepare` (once per chunk, no gradient) calls `before_td(ro)` first when given (the code's online RM
+    update, `update: before`, so the TD below comes from the updated RM), then records pi_old's
+    candidates and log-probs, the RM's, the sampled TD beta (log pi_phi - log pi_old) (0 at each row's
+    last token, as the code), sigma_V and the candidate advantages. pi_ref := pi_old (the code's
+    reuse_ref). GRPO w/ IPVRM is alpha = 0, top_k = 1. The candidate branch clips at
+    `candidate_clip_high` (None: `clip_high`; the code's symmetric 0.2: pass 0.2)."""
+
+    def __init__(
+        self,
+        reward_model: torch.nn.Module,
+        beta: float = BETA_IPVRM,
+        top_k: int = CANDIDATE_TOP_K,
+        p_min: float = P_MIN,
+        alpha: float = ALPHA,
+        clip_low: float = CLIP_LOW,
+        clip_high: float = CLIP_HIGH,
+        candidate_clip_high: float | None = None,
+        dual_clip: float | None = DUAL_CLIP,
+        aggregation: str = "paper",
+        forward_batch_size: int | None = None,
+        before_td: Callable[[Rollout], None] | None = None,
+    ):
+        _check_positive("DistRLPolicyLoss", beta=beta, top_k=top_k)
+        if aggregation not in CANDIDATE_AGGREGATIONS:
+            raise ValueError(f"DistRLPolicyLoss: aggregation {aggregation!r}; valid: paper, code")
+        if alpha < 0:
+            raise ValueError(f"DistRLPolicyLoss: alpha must be >= 0, got {alpha}")
+        self.reward_model, self.beta, self.top_k, self.p_min, self.alpha = (
+            reward_model,
+            beta,
+            top_k,
+            p_min,
+            alpha,
+        )
+        self.clip_low, self.clip_high, self.dual_clip = clip_low, clip_high, dual_clip
+        self.candidate_clip_high = clip_high if candidate_clip_high is None else candidate_clip_high
+        self.aggregation, self.batch, self.before_td = aggregation, forward_batch_size, before_td
+        self.state: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def prepare(self, policy: torch.nn.Module, ro: Rollout) -> None:
+        if self.before_td is not None:
+            self.before_td(ro)
+        old = _next_token_logprobs(policy, ro, self.batch)
+        ids = topk_with_forced_sampled(old, ro.input_ids[:, 1:], self.top_k)
+        old_cand = old.gather(-1, ids)
+        del old
+        rm_cand = _next_token_logprobs(self.reward_model, ro, self.batch).gather(-1, ids)
+        mask = ro.response_mask[:, 1:]
+        td = self.beta * (rm_cand[..., 0] - old_cand[..., 0])
+        td = torch.where(mask & ~final_position_mask(mask), td, torch.zeros_like(td))
+        sigma_v = prefix_value_std(td, mask)
+        self.state = {
+            "ids": ids,
+            "logp_old": old_cand,
+            "advantages": candidate_td_advantages(rm_cand, old_cand, self.beta, sigma_v),
+            "candidates": candidate_mask(old_cand.exp(), mask, self.p_min),
+            "sampled_td": torch.cat([torch.zeros_like(td[:, :1]), td], dim=1),  # [B, S] like input_ids
+            "sigma_v": sigma_v,
+        }
+
+    def __call__(
+        self, policy: torch.nn.Module, ro: Rollout, idx: torch.Tensor, advantages: torch.Tensor
+    ) -> torch.Tensor:
+        if not self.state:
+            raise RuntimeError("DistRLPolicyLoss: prepare(policy, rollout) must run before the loss")
+        idx = idx.to(ro.input_ids.device)
+        out = policy(input_ids=ro.input_ids[idx], attention_mask=ro.attention_mask[idx])
+        logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, self.state["ids"][idx])
+        mask, old = ro.response_mask[idx, 1:], self.state["logp_old"][idx]
+        loss = token_branch_loss(
+            logp[..., 0],
+            old[..., 0],
+            advantages[:, 1:].float(),
+            mask,
+            self.clip_low,
+            self.clip_high,
+            self.dual_clip,
+        )
+        if self.alpha == 0:
+            return loss
+        dist = candidate_branch_loss(
+            logp,
+            old,
+            self.state["advantages"][idx],
+            self.state["candidates"][idx],
+            mask,
+            self.clip_low,
+            self.candidate_clip_high,
+            self.dual_clip,
+            self.aggregation,
+        )
+        return loss + self.alpha * dist
+
+
+def distrl_reward_fn(
+    loss: DistRLPolicyLoss,
+    verify: Callable[[Rollout], torch.Tensor],
+    variant: str = "code",
+    gae_coef: float | None = None,
+) -> Callable[[Rollout], torch.Tensor]:
+    """run_rl's reward_fn for DistRL / GRPO w/ IPVRM: Eq. 13's sampled-token advantage [B, S] from the
+    verifier's outcomes `verify(ro)` [B] in {0, 1} and the sampled TD that `loss.prepare` recorded
+    (run_rl calls prepare before reward_fn). `gae_coef` 0 with no RM is GRPO w/ VR."""
+
+    def reward(ro: Rollout) -> torch.Tensor:
+        if "sampled_td" not in loss.state:
+            raise RuntimeError("distrl_reward_fn: the DistRLPolicyLoss has not prepared this rollout")
+        labels = verify(ro)
+        ro.metrics["correct"] = float(torch.as_tensor(labels, dtype=torch.float64).mean())
+        adv = distrl_sampled_advantages(
+            loss.state["sampled_td"], ro.response_mask, labels, ro.prompt_index, variant, gae_coef
+        )
+        return adv.float()
+
+    return reward
