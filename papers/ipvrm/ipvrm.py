@@ -67,11 +67,13 @@ def check_response_mask(where: str, response_mask: torch.Tensor, like: torch.Ten
     return response_mask
 
 
-def check_labels(where: str, labels: torch.Tensor, batch: int) -> torch.Tensor:
-    """`labels` [B] as float64 after checking that they are 0 or 1 (callers cast to their dtype)."""
+def check_labels(where: str, labels: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """`labels` [B] as float64 after checking that they are 0 or 1 (callers cast to their dtype);
+    `batch` None: any length."""
     labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.shape[0] != batch:
-        raise ValueError(f"{where}: labels must be [batch] = [{batch}], got shape {_shape(labels)}")
+    if labels.dim() != 1 or (batch is not None and labels.shape[0] != batch):
+        want = "[batch]" if batch is None else f"[batch] = [{batch}]"
+        raise ValueError(f"{where}: labels must be {want}, got shape {_shape(labels)}")
     bad = ~((labels == 0) | (labels == 1))
     if bad.any():
         rows = bad.nonzero().flatten().tolist()
@@ -289,7 +291,7 @@ def _check_groups(where: str, groups, batch: int) -> torch.Tensor:
 
 def prompt_accuracy(labels: torch.Tensor, groups) -> torch.Tensor:
     """mu(x) [B] float64: each row's prompt accuracy over the rows of its group (the n rollouts)."""
-    labels = check_labels("prompt_accuracy", labels, torch.as_tensor(labels).shape[0])
+    labels = check_labels("prompt_accuracy", labels)
     groups = _check_groups("prompt_accuracy", groups, labels.shape[0])
     mu = torch.zeros_like(labels)
     for gid in groups.unique():
@@ -307,7 +309,7 @@ def adb_offsets(mu: torch.Tensor, clamp: float = MU_CLAMP) -> torch.Tensor:
 def dlw_weights(labels: torch.Tensor, groups, renormalize: bool = True) -> torch.Tensor:
     """DLW weights [B] float64: 1 - mu for correct rows, mu for incorrect ones; `renormalize` (the code)
     rescales each group's weights to sum to its size n. All-correct / all-wrong groups get 0 either way."""
-    labels = check_labels("dlw_weights", labels, torch.as_tensor(labels).shape[0])
+    labels = check_labels("dlw_weights", labels)
     groups = _check_groups("dlw_weights", groups, labels.shape[0])
     mu = prompt_accuracy(labels, groups)
     weights = torch.where(labels == 1, 1 - mu, mu)
@@ -361,7 +363,7 @@ CANDIDATE_AGGREGATIONS = ("paper", "code")
 
 def grpo_outcome_advantages(labels: torch.Tensor, groups, eps: float = STD_FLOOR) -> torch.Tensor:
     """[B] float64 (r - mu(x)) / max(s(x), eps), s the population std of the group's outcomes (Eq. 13)."""
-    r = check_labels("grpo_outcome_advantages", labels, torch.as_tensor(labels).shape[0])
+    r = check_labels("grpo_outcome_advantages", labels)
     groups = _check_groups("grpo_outcome_advantages", groups, r.shape[0])
     out = torch.zeros_like(r)
     for gid in groups.unique():

@@ -183,7 +183,7 @@ def test_candidate_aggregations_by_loop():
     lp_old = torch.log(torch.rand(B, T, K, generator=g, dtype=D) * 0.5 + 0.05)
     lp = lp_old + 0.4 * torch.randn(B, T, K, generator=g, dtype=D)
     adv = torch.randn(B, T, K, generator=g, dtype=D)
-    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=torch.bool)
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)  # unequal T: per-row 1/T matters
     cand = candidate_mask(lp_old.exp(), mask, 0.2)
 
     def term(i, t, k, lo, hi):
