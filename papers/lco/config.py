@@ -76,7 +76,9 @@ class RLConfigLCO:
     loss_norm: str | None = None  # gate
     temperature: float | None = None  # gate; code 1.0
     max_tokens: int | None = None  # gate
-    val_problems: int | None = None  # gate: the curve problems (toy validation split), every chunk (ours)
+    val_problems: int | None = None  # gate: the curve problems (toy validation split)
+    eval_every: int | None = None  # gate (4): chunks between curve evaluations
+    sampled_n: int = 4  # ours (gate: 8): samples per val problem for sampled Pass@1; 1 = greedy only
     updates_per_chunk: int = 1  # ours = the gate's one update per chunk; the code: minibatches of 1 chunk
     test_problems: int = 500  # ours: final greedy Pass@1 on the first N test problems
     critic_lr: float = 1e-3  # PPO only; ours (a fresh value head). Code: 1e-5
@@ -150,7 +152,8 @@ TOY = LCOConfig(
     rl=RLConfigLCO(
         enabled=True,
         task="arith",
-        test_problems=500,
+        seeds=(0, 1, 2),
+        test_problems=200,  # ours: 200 test problems (was 500; the cost is greedy decoding per arm)
         factor_methods=("PPO", "GRPO", "LCO-KLD"),
         max_grad_norm=GATE_CLIP,
     ),

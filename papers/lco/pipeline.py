@@ -84,8 +84,10 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
                     gru_jobs[(run_name(arm, lr), seed)] = pool.submit(stability_job, *args)
         rl_jobs = []
         if rl.enabled:
+            sft = sft_job.result()  # every arm's chunk-0 evaluation (the GRU runs keep the other worker busy)
             rl_jobs = [
-                pool.submit(rl_stage, m, f, seed, cfg, work, force, data_dir) for m, f, seed in rl_runs(cfg)
+                pool.submit(rl_stage, m, f, seed, cfg, work, force, data_dir, sft["eval"])
+                for m, f, seed in rl_runs(cfg)
             ]
         if gru_jobs:
             by_run: dict[str, dict[int, dict]] = {}
@@ -113,7 +115,6 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
             plots += plot_stability(result, out)
             atomic_write_json(out / "stability.json", {k: v for k, v in result.items() if k != "grad_norms"})
             extra |= {"stability_passed": result["passed"], "stability_criteria": result["criteria"]}
-        sft = sft_job.result() if sft_job else None
         runs = [job.result() for job in tqdm(rl_jobs, desc="lco RL runs")]
     if runs:
         model = f"tiny-{rl.policy}" if rl.task == "arith" else rl.policy.split("/")[-1]

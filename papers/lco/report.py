@@ -63,12 +63,22 @@ def _suffix(factor: float, extra: str = "") -> str:
 def rl_rows(task_name: str, benchmark: str, model: str, sft: dict, runs: list[dict]) -> list[dict]:
     pass1 = "pass@1" if task_name == "arith" else "Pass@1"
     rows = [_row(task_name, model, "SFT", benchmark, pass1, points(sft["test"]))]
+    rows.append(_row(task_name, model, "SFT", benchmark, pass1 + " (val)", points(sft["val"])))
+    if sft.get("val_sampled") is not None:
+        rows.append(
+            _row(task_name, model, "SFT", benchmark, f"sampled {pass1} (val)", points(sft["val_sampled"]))
+        )
     for r in runs:
         setting = f"{task_name} seed {r['seed']}"
         val = [row["val_pass@1"] for row in r["curve"]]
         rows.append(
             _row(setting, model, r["method"], benchmark, pass1 + _suffix(r["factor"]), points(r["test"]))
         )
+        last = r["curve"][-1]
+        for key, name in (("val_pass@1", pass1), ("val_sampled@1", "sampled " + pass1)):
+            if key in last:  # the final validation point (greedy, and sampled at T = 1)
+                metric = name + _suffix(r["factor"], "val")
+                rows.append(_row(setting, model, r["method"], benchmark, metric, points(last[key])))
         metric = "max drawdown" + _suffix(r["factor"], "val")
         rows.append(_row(setting, model, r["method"], benchmark, metric, points(max_drawdown(val))))
     return rows

@@ -65,23 +65,49 @@ def _engine(cfg: LCOConfig, tok, workdir: Path, seed: int) -> VLLMPolicyEngine |
     return VLLMPolicyEngine(tok, workdir, seed=seed, **kwargs)
 
 
-def pass_at_1(model, tok, problems, task: Task, max_tokens: int, generator=None) -> float:
+def pass_at_1(
+    model, tok, problems, task: Task, max_tokens: int, generator=None, n: int = 1, seed: int = 0
+) -> float:
+    """Greedy Pass@1 (n = 1), or sampled Pass@1 from n samples per problem at T = 1 (fixed `seed`)."""
     grade = lambda i, text: task.is_correct(text, problems.answers[i])  # noqa: E731
+    temperature = 1.0 if n > 1 else 0.0
     return evaluate_pass_at_k(
-        model, tok, problems.prompts, grade, max_tokens=max_tokens, generator=generator
+        model,
+        tok,
+        problems.prompts,
+        grade,
+        n=n,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+        generator=generator,
     )["pass@1"]
 
 
+def val_scores(model, tok, task: Task, rl: RLConfigLCO, generator=None) -> dict[str, float]:
+    """The curve's evaluation: greedy Pass@1 and (sampled_n > 1) sampled Pass@1 at T = 1, seed 1 (the gate's)."""
+    out = {"val_pass@1": pass_at_1(model, tok, task.val, task, rl.max_tokens, generator)}
+    if rl.sampled_n > 1:
+        out["val_sampled@1"] = pass_at_1(
+            model, tok, task.val, task, rl.max_tokens, generator, n=rl.sampled_n, seed=1
+        )
+    return out
+
+
 def sft_stage(cfg: LCOConfig, work: Path, force: bool, data_dir: str | None = None) -> dict:
-    """{"val": greedy Pass@1 on the curve problems, "test": on the test problems} of the starting policy."""
+    """The starting policy's curve evaluation ("val": greedy, "val_sampled", and "eval": the dict every arm's
+    chunk 0 reuses) and "test" greedy Pass@1."""
     rl = regime(cfg.rl)
     key = stage_hash({"rl": asdict(rl), "v": VERSION})
 
     def compute() -> dict:
         path, task = policy_path(rl), task_of(rl, data_dir)
         tok, policy = load_tokenizer(path), load_causal_lm(path, dtype=torch.float32, device=_device())
+        scores = val_scores(policy, tok, task, rl)
         return {
-            "val": pass_at_1(policy, tok, task.val, task, rl.max_tokens),
+            "val": scores["val_pass@1"],
+            "val_sampled": scores.get("val_sampled@1"),
+            "eval": scores,
             "test": pass_at_1(policy, tok, task.test, task, rl.max_tokens),
         }
 
@@ -109,7 +135,7 @@ def rl_config(cfg: LCOConfig, method: str, factor: float, seed: int, out: Path) 
         max_tokens=rl.max_tokens,
         max_grad_norm=rl.max_grad_norm,
         loss_norm=rl.loss_norm,
-        eval_every=1,  # ours: the curve at every chunk (the drawdown and gradient-norm curves need it)
+        eval_every=rl.eval_every,  # gate (4): the drawdown is over these points; grad norm is every chunk
         generation_batch_size=128,
         seed=seed,
         progress=False,
@@ -126,6 +152,7 @@ def rl_stage(
     work: Path,
     force: bool,
     data_dir: str | None = None,
+    initial_eval: dict | None = None,
 ) -> dict:
     """One RL run: {"method", "factor", "lr", "seed", "curve" (per chunk: val_pass@1, grad_norm, ...), "test"}."""
     rl = regime(cfg.rl)
@@ -161,7 +188,8 @@ def rl_stage(
             verifier_reward(tok, task.train.prompts, task.train.answers, task.is_correct, kind),
             run,
             critic=critic,
-            evaluate=lambda m: {"val_pass@1": pass_at_1(m, tok, task.val, task, rl.max_tokens, gen())},
+            evaluate=lambda m: val_scores(m, tok, task, rl, gen()),
+            initial_eval=initial_eval,  # the SFT policy's evaluation (same policy, same deterministic eval)
             generator_factory=(lambda p: engine(p)) if engine else None,
             forward_batch_size=rl.forward_batch_size,
             policy_loss=policy_loss,

@@ -6,8 +6,6 @@ import math
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm
@@ -24,35 +22,11 @@ from common.rl import (
     value_loss,
 )
 from common.rl_loop import RLConfig, chunk_prompts, evaluate_pass_at_k, run_rl
-
-WORDS = [chr(ord("a") + i) for i in range(16)]
-TARGET = "c"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+from tests.common.conftest import PROMPTS, TARGET, target_reward
 
 
 def tiny_policy(tokenizer, seed=0):
     return build_tiny_causal_lm("tiny-student", vocab_size=len(tokenizer), seed=seed, tokenizer=tokenizer)
-
-
-PROMPTS = ["a b", "d e f", "g", "h i j k", "l m", "n", "o p a", "b b"]
-
-
-def target_reward(tokenizer):
-    target = tokenizer.convert_tokens_to_ids(TARGET)
-
-    def reward_fn(ro):
-        return (ro.input_ids == target).float() * ro.response_mask
-
-    return reward_fn
 
 
 class TinyCritic(torch.nn.Module):

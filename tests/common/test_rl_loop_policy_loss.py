@@ -2,32 +2,12 @@
 
 import math
 
-import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from common.models import build_tiny_causal_lm
 from common.rl import reinforce_loss, sequence_logprobs
 from common.rl_loop import RLConfig, run_rl
-
-WORDS = [chr(ord("a") + i) for i in range(12)]
-PROMPTS = ["a b", "c d e", "f", "g h i j"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def reward(tokenizer):
-    target = tokenizer.convert_tokens_to_ids("c")
-    return lambda ro: (ro.input_ids == target).float() * ro.response_mask
+from tests.common.conftest import PROMPTS, target_reward
 
 
 class ReinforceAsPolicyLoss:
@@ -61,7 +41,7 @@ def _run(tokenizer, out, **kwargs):
         log_grad_norm=log_grad_norm,
     )
     curve = run_rl(
-        policy, tokenizer, PROMPTS, reward(tokenizer), cfg, evaluate=lambda m: {"x": 0.0}, **kwargs
+        policy, tokenizer, PROMPTS, target_reward(tokenizer), cfg, evaluate=lambda m: {"x": 0.0}, **kwargs
     )
     return policy, curve
 

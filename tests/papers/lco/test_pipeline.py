@@ -41,6 +41,9 @@ def mini(tmp_path, monkeypatch):
         val_problems=4,
         test_problems=4,
         warm_chunks=0,
+        seeds=(0,),
+        eval_every=1,
+        sampled_n=2,
     )
     cfg = replace(toy, stability=replace(toy.stability, seeds=(0, 1), iterations=10), rl=rl, workers=1)
     return cfg, tmp_path
@@ -55,7 +58,13 @@ def test_miniature_pipeline_writes_rows_the_claims_read(mini):
     methods = {r["method"] for r in rows if r["benchmark"] == "toy-arith"}
     assert methods == set(METHODS) | {"SFT"}
     assert {r["benchmark"] for r in rows} == {"toy-arith", "toy-gru (lr 0.01)", "toy-gru (lr 0.003)"}
-    assert {r["metric"] for r in rows if r["benchmark"] == "toy-arith"} >= {"pass@1", "pass@1 (lr x3)"}
+    assert {r["metric"] for r in rows if r["benchmark"] == "toy-arith"} >= {
+        "pass@1",
+        "pass@1 (lr x3)",
+        "pass@1 (val)",
+        "sampled pass@1 (val)",
+        "sampled pass@1 (val, lr x3)",
+    }
     results = {c.id: c for c in evaluate_claims("lco", "toy", root)}
     for cid in ("lco_beats_ppo_aggressive_lr", "lco_more_stable_than_ppo", "lco_beats_importance_sampled_pg"):
         assert results[cid].stats is not None and results[cid].stats.n == 2, cid
@@ -80,6 +89,8 @@ def test_miniature_pipeline_writes_rows_the_claims_read(mini):
         assert (out / png).stat().st_size > 1000
     curves = json.loads((out / "rl_curves.json").read_text())["runs"]
     assert all(len(r["curve"]) == 3 and "grad_norm" in r["curve"][-1] for r in curves)
+    sft = json.loads((out / "rl_curves.json").read_text())["sft"]
+    assert all(r["curve"][0] | sft["eval"] == r["curve"][0] for r in curves)  # chunk 0 is the SFT evaluation
     before = (out / "reproduced.csv").read_text()
     pipeline.reproduce(cfg)  # every stage cached: the same table
     assert (out / "reproduced.csv").read_text() == before

@@ -66,6 +66,8 @@ def test_small_driver_end_to_end(tiny):
         test_problems=2,
         updates_per_chunk=2,
         forward_batch_size=2,
+        eval_every=1,
+        sampled_n=2,
     )
     cfg = replace(small, rl=rl, backend="hf")
     out = pipeline.reproduce(cfg, data_dir=data)
