@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from papers.ipvrm.ipvrm import (
+from papers.ipvrm.distrl import (
     candidate_branch_loss,
     candidate_mask,
     candidate_td_advantages,

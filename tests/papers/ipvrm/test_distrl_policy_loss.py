@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.rl import Rollout
-from papers.ipvrm.ipvrm import (
+from papers.ipvrm.distrl import (
     DistRLPolicyLoss,
     candidate_branch_loss,
     candidate_mask,
