@@ -36,7 +36,9 @@ def check_columns(name: str, **columns) -> None:
     """One clear line (ValueError) for columns of unequal length or a non-string entry."""
     lengths = {key: len(value) for key, value in columns.items() if value is not None}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"{name}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items()))
+        raise ValueError(
+            f"{name}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
+        )
     for key, value in columns.items():
         for i, x in enumerate(value or []):
             if not isinstance(x, str):
@@ -50,7 +52,9 @@ class Gsm8kAccuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
