@@ -24,12 +24,8 @@ unweighted mean of the columns present; the paper's Avg only when all nine are).
 import datasets
 import evaluate
 
-from papers.socialbench.prompts import ItemError
-from papers.socialbench.prompts import column_of
-from papers.socialbench.scoring import Graded
-from papers.socialbench.scoring import column_score
-from papers.socialbench.scoring import score_item
-from papers.socialbench.scoring import summarize
+from papers.socialbench.prompts import ItemError, column_of
+from papers.socialbench.scoring import Graded, column_score, score_item, summarize
 
 _DESCRIPTION = __doc__
 _KWARGS_DESCRIPTION = """
