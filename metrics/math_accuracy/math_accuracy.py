@@ -1,0 +1,73 @@
+"""MATH answer accuracy through math-verify, as an `evaluate` module (a thin wrapper).
+
+One implementation: every item is graded by `common.scoring.math_is_correct` (math-verify parses both
+sides and calls `verify(gold, pred)`; when either side cannot be parsed, the normalised last `\\boxed{}`
+answer is compared with the normalised gold). Grade in the main thread or in worker processes: off the
+main thread math-verify runs without its time limit (see `common.scoring`).
+
+    import evaluate
+    metric = evaluate.load("metrics/math_accuracy/math_accuracy.py")   # a local path: works offline
+    metric.compute(predictions=["so \\boxed{\\frac{1}{2}}"], references=["\\frac{1}{2}"])
+    # {'accuracy': 1.0, 'n': 1}
+
+Needs the repository importable (`pip install -e .` of the checkout, or run from its root).
+"""
+
+import datasets
+import evaluate
+
+from common.scoring import math_is_correct
+
+_DESCRIPTION = __doc__
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of str): model outputs (the final answer boxed, or the last expression).
+    references (list of str): gold answers as LaTeX strings, e.g. the `answer` field of MATH-500.
+Returns:
+    accuracy (float): share of predictions math-verify finds equal to the gold answer.
+    n (int): items graded.
+"""
+_CITATION = """@article{hendrycks2021math, title={Measuring Mathematical Problem Solving With the MATH Dataset},
+author={Hendrycks, Dan and others}, journal={NeurIPS}, year={2021}}"""
+NAME = "math_accuracy"
+
+
+def check_columns(name: str, **columns) -> None:
+    """One clear line (ValueError) for columns of unequal length or a non-string entry."""
+    lengths = {key: len(value) for key, value in columns.items() if value is not None}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"{name}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
+        )
+    for key, value in columns.items():
+        for i, x in enumerate(value or []):
+            if not isinstance(x, str):
+                raise ValueError(f"{name}: {key}[{i}] is {type(x).__name__} {x!r:.40}, expected str")
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MathAccuracy(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of predictions and references, checked first (one clear line on bad input)."""
+        check_columns(NAME, predictions=predictions, references=references)
+        return super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one prediction and reference, checked first."""
+        check_columns(NAME, predictions=[prediction], references=[reference])
+        return super().add(prediction=prediction, reference=reference, **kwargs)
+
+    def _compute(self, predictions, references):
+        n = len(predictions)
+        correct = sum(math_is_correct(p, r) for p, r in zip(predictions, references))
+        return {"accuracy": correct / n if n else 0.0, "n": n}
