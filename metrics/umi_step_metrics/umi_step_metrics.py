@@ -17,6 +17,7 @@ papers/umi/metrics.py). Needs the repository importable (`pip install -e .`) wit
 
 import datasets
 import evaluate
+
 from papers.umi.metrics import static_metrics
 
 _DESCRIPTION = __doc__
