@@ -5,7 +5,8 @@
 
 Per chunk k (homzer/Q-RM's chunked loop, spec "Using Q-RM in RL"): take the next `prompts_per_chunk`
 prompts, sample `samples_per_prompt` responses each with the current policy (`common.generation`),
-recompute log pi_old with the training model (`sequence_logprobs`), get token rewards from
+recompute log pi_old with the training model (`sequence_logprobs`; not for plain REINFORCE, whose loss has no
+ratio: the generator's log-probs stay on the rollout), get token rewards from
 `reward_fn(rollout) -> [batch, seq]` (any token-level reward; an outcome reward is a reward at the last
 response token), then one or more passes of minibatch updates:
 - "reinforce": `reinforce_loss(logp, rewards)` (no baseline, no ratio: the code's trainer);
@@ -51,6 +52,7 @@ from tqdm.auto import tqdm
 
 from common.generation import Generator, HFGenerator, SamplingParams, VLLMGenerator, save_for_vllm
 from common.rl import (
+    BUCKET_ROWS,
     LOSS_NORMS,
     Rollout,
     gae,
@@ -98,7 +100,7 @@ class RLConfig:
     max_grad_norm: float | None = 1.0  # None = off
     loss_norm: str = "token"  # token | sequence (GRPO) | constant (Dr. GRPO); common.rl.aggregate
     eval_every: int = 1  # chunks between evaluations
-    generation_batch_size: int = 64
+    generation_batch_size: int = 128
     seed: int = 0
     progress: bool = True
     report_to: str = "tensorboard"  # tensorboard (output_dir/tensorboard) | wandb | none (common.tracking)
@@ -153,14 +155,8 @@ def critic_values(critic: torch.nn.Module, ro: Rollout) -> torch.Tensor:
 
 
 def _chunk_logprobs(model: torch.nn.Module, ro: Rollout, batch_size: int | None) -> torch.Tensor:
-    """`sequence_logprobs` over a whole rollout, `batch_size` rows per forward (None: all at once)."""
-    if batch_size is None:
-        return sequence_logprobs(model, ro.input_ids, ro.attention_mask)
-    parts = [
-        sequence_logprobs(model, ro.input_ids[s : s + batch_size], ro.attention_mask[s : s + batch_size])
-        for s in range(0, len(ro), batch_size)
-    ]
-    return torch.cat(parts)
+    """`sequence_logprobs` over a whole rollout, `batch_size` rows per forward (None: `BUCKET_ROWS`)."""
+    return sequence_logprobs(model, ro.input_ids, ro.attention_mask, rows=batch_size or BUCKET_ROWS)
 
 
 def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -275,7 +271,8 @@ def run_rl(
     `generator_factory(policy)`: the rollout generator of each chunk (e.g. a `VLLMPolicyEngine`); None
     samples with an `HFGenerator` over `policy`. Rollouts are moved to the policy's device.
     `forward_batch_size`: rows per no-grad forward when computing log pi_old / log pi_ref over a chunk
-    (None: the whole chunk in one pass; a real model's [chunk, seq, vocab] logits need batches).
+    (None: `common.rl.BUCKET_ROWS`); every forward over a chunk runs its rows sorted by length
+    (`common.rl.by_length`), so short rows skip the long ones' padding.
     `policy_loss`: a `PolicyLoss` that replaces the algorithm's actor loss (e.g. papers/lco's logit-space
     losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
     `initial_eval`: what `evaluate` returns for the untrained policy when that is known already (the
@@ -330,7 +327,9 @@ def run_rl(
         mask = ro.response_mask
         policy.eval()
         with torch.no_grad():
-            ro.logp_old = _chunk_logprobs(policy, ro, forward_batch_size) * mask
+            if cfg.algorithm != "reinforce" or policy_loss is not None or ref_model is not None:
+                ro.logp_old = _chunk_logprobs(policy, ro, forward_batch_size) * mask
+            # else REINFORCE reads no log pi_old: the generator's log-probs stay (no forward spent on them)
             if ref_model is not None:
                 ro.logp_ref = _chunk_logprobs(ref_model, ro, forward_batch_size) * mask
             if policy_loss is not None:

@@ -105,6 +105,7 @@ class EvalConfig:
     pass_k_temperature: float = 1.0  # UNCONFIRMED (the authors' later script: 1.0)
     eval_every: int = 1  # spec: the test set is evaluated after every chunk
     sampled_n: int = 0  # ours: > 0 adds an unbiased sampled Pass@1 (n samples at pass_k_temperature)
+    batch_size: int = 128  # ours: rows per HF generation batch (speed and memory only; vLLM takes all)
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ TOY = QRMConfig(
         max_tokens=80,
         normalize_values=False,
     ),
-    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=4, sampled_n=2),
+    eval=EvalConfig(max_tokens=80, pass_k=0, eval_every=4, sampled_n=2, batch_size=512),
     data=DataConfig(
         tasks=("arith",),
         train_problems=4000,

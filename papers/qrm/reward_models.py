@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from common.models import add_lora, load_causal_lm
+from common.rl import by_length
 from common.train import TrainConfig, train
 from papers.qrm.qrm import (
     aligned_token_logprobs,
@@ -84,9 +85,14 @@ class TokenScorer(nn.Module):
         return cls.from_model(load_causal_lm(name_or_path, dtype=dtype), lora_rank, seed, str(name_or_path))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[batch, seq] float32 scores."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        """[batch, seq] float32 scores (0 on the padding), the rows sorted by length `BUCKET_ROWS` at a
+        time (`common.rl.by_length`: the same scores, less padding computed)."""
+
+        def scores(ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+            hidden = self.backbone(input_ids=ids, attention_mask=am).last_hidden_state
+            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+
+        return by_length(scores, input_ids, attention_mask)
 
     def save(self, path, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         """Backbone config + every weight (LoRA adapters and head included) + optionally the tokenizer."""
@@ -303,9 +309,17 @@ class DPORewardModel(nn.Module):
         return self
 
     def token_logprobs(self, model: nn.Module, input_ids, attention_mask, official_shift: bool = False):
-        """[batch, seq] log pi(a_t|s_t) at each token a_t (`aligned_token_logprobs`)."""
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return aligned_token_logprobs(logits, input_ids, official_shift)
+        """[batch, seq] log pi(a_t|s_t) at each token a_t (`aligned_token_logprobs`), rows sorted by length
+        (`by_length`) except under `official_shift`, whose last position reads past the row."""
+
+        def logprobs(ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
+            return aligned_token_logprobs(model(input_ids=ids, attention_mask=am).logits, ids, official_shift)
+
+        return (
+            logprobs(input_ids, attention_mask)
+            if official_shift
+            else by_length(logprobs, input_ids, attention_mask)
+        )
 
     def forward(
         self, input_ids, attention_mask, response_mask, per_token: bool = False

@@ -46,7 +46,7 @@ from papers.qrm.reward_models import (
 )
 from papers.qrm.rewards import RowBatched, make_reward_fn
 
-VERSION = 2  # bump to invalidate every cached stage
+VERSION = 3  # bump to invalidate every cached stage
 
 
 def default_device() -> torch.device:
@@ -274,7 +274,13 @@ def score(
     e, prompts = cfg.eval, problems.prompts
     out = {
         "Pass@1": evaluate_pass_at_k(
-            model, tok, prompts, problems.grade, max_tokens=e.max_tokens, generator=generator
+            model,
+            tok,
+            prompts,
+            problems.grade,
+            max_tokens=e.max_tokens,
+            batch_size=e.batch_size,
+            generator=generator,
         )["pass@1"]
     }
     if final and e.sampled_n > 0:
@@ -287,6 +293,7 @@ def score(
             temperature=e.pass_k_temperature,
             max_tokens=e.max_tokens,
             seed=12345,
+            batch_size=e.batch_size,
             generator=generator,
         )["pass@1"]
     if final and e.pass_k > 0:
@@ -300,6 +307,7 @@ def score(
             ks=(k,),
             temperature=e.pass_k_temperature,
             max_tokens=e.max_tokens,
+            batch_size=e.batch_size,
             generator=generator,
         )[f"pass@{k}"]
     return out

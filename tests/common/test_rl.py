@@ -204,6 +204,32 @@ def test_rollout_packs_responses_and_logprobs_match_the_training_model(tokenizer
     assert logp[:, 0].eq(0).all()
 
 
+def test_length_sorted_forwards_equal_one_pass_in_values_and_gradients(tokenizer):
+    """`by_length` (the default of `sequence_logprobs`): rows sorted by length, a few at a time, each group
+    cut at its longest row, give one pass's log-probs and gradients (float64), in the original row order,
+    and 0 after each row's end; left-padded rows are refused."""
+    model = tiny_policy(tokenizer).double()
+    gen = HFGenerator(model, tokenizer, batch_size=8)
+    ro = rollout(gen, tokenizer, PROMPTS[:4], SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=5))
+    lengths = ro.attention_mask.sum(1)
+    assert len(set(lengths.tolist())) > 2  # rows of several lengths: the groups are cut differently
+    weights = torch.randn(ro.input_ids.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grads, values = [], []
+    for rows in (None, 3):
+        model.zero_grad()
+        logp = sequence_logprobs(model, ro.input_ids, ro.attention_mask, rows=rows)
+        (logp * weights * ro.attention_mask).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        values.append(logp.detach())
+    real = ro.attention_mask.bool()
+    assert torch.allclose(values[0][real], values[1][real], atol=1e-12)
+    assert values[1][~real].eq(0).all()
+    assert torch.allclose(grads[0], grads[1], atol=1e-10)
+    left = torch.flip(ro.attention_mask, dims=[1])
+    with pytest.raises(ValueError, match="right-padded"):
+        sequence_logprobs(model, ro.input_ids, left, rows=3)
+
+
 def test_chunk_prompts_cycles_through_every_prompt():
     seen = [p for k in range(4) for p in chunk_prompts(list(range(8)), k, 4, seed=1)]
     assert sorted(seen[:8]) == list(range(8)) and sorted(seen[8:]) == list(range(8))
