@@ -32,7 +32,8 @@ DATA = shared_mirror()
 needs_data = pytest.mark.skipif(
     DATA is None, reason="../shared/data (the data mirror) is not beside the checkout"
 )
-MODULES = ("gsm8k_accuracy", "math_accuracy", "mcq_accuracy", "socialbench", "umi_step_metrics")
+TEXT_MODULES = ("gsm8k_accuracy", "math_accuracy", "mcq_accuracy", "socialbench", "umi_step_metrics")
+MODULES = (*TEXT_MODULES, "processbench_f1")  # processbench_f1 (int columns): test_processbench_f1.py
 
 
 @cache
@@ -264,7 +265,7 @@ def _call(name: str, n_pred: int, bad_prediction: object = None) -> None:
     load(name).compute(predictions=preds, **extra)
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", TEXT_MODULES)
 def test_bad_input_is_one_clear_line(name):
     with pytest.raises(ValueError, match=rf"^{name}: columns of unequal length: predictions=2, references=3"):
         _call(name, 2)
