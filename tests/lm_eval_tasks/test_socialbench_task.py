@@ -132,8 +132,9 @@ def harness_run(model, limit: int, **kwargs) -> dict:
     )
 
 
-def check_against_the_evaluator(out: dict) -> list[float | None]:
-    """Every sample's prompt, per-item scores and each column's aggregates equal the evaluator's."""
+def check_against_the_evaluator(out: dict, chat: bool = False) -> list[float | None]:
+    """Every sample's prompt (inside the chat template when `chat`), per-item scores and each column's
+    aggregates equal the evaluator's."""
     all_scores = []
     for task, column in EP_TASKS.items():
         samples = out["samples"][task]
@@ -142,7 +143,8 @@ def check_against_the_evaluator(out: dict) -> list[float | None]:
         for sample in samples:
             item = json.loads(sample["doc"]["item"])
             assert column_of(item) == column
-            assert sample["arguments"][0][0] == build_prompt(item)
+            context = sample["arguments"][0][0]
+            assert build_prompt(item).strip() in context if chat else context == build_prompt(item)
             score = score_item(item, sample["filtered_resps"][0])
             assert sample["official"] == sample["strict"] == sample["parse_failure_rate"] == score
             scores.append(score)
@@ -193,3 +195,27 @@ def test_the_harness_on_scripted_replies_equals_the_evaluator():
     scores = check_against_the_evaluator(harness_run(ScriptedLM(), limit=24))
     defined = [s for s in scores if s is not None]
     assert len(scores) == 48 and 0 < len(defined) < len(scores) and 0 < sum(defined) < len(defined)
+
+
+@pytest.mark.slow
+@needs_ep
+def test_the_harness_on_smollm2_with_its_chat_template_equals_the_evaluator():
+    """A real instruct model (the packaged SmolLM2-135M-Instruct) answers with letters: non-trivial scores."""
+    lm_eval_or_skip()
+    from common.models import ModelNotFoundError, smollm2_dir
+
+    try:
+        model_dir = smollm2_dir()
+    except ModelNotFoundError as err:
+        pytest.skip(str(err))
+    out = harness_run(
+        "hf",
+        limit=2,
+        model_args={"pretrained": str(model_dir), "dtype": "float32"},
+        gen_kwargs={"max_gen_toks": 8},
+        apply_chat_template=True,
+        device="cpu",
+        batch_size=1,
+    )
+    scores = check_against_the_evaluator(out, chat=True)
+    assert len(scores) == 4 and any(s is not None for s in scores)
