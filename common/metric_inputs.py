@@ -49,7 +49,7 @@ def check_columns(name: str, kinds: dict[str, str], **columns: object) -> None:
     without a kind is only length-checked."""
     given = {key: value for key, value in columns.items() if value is not None}
     for key, value in given.items():
-        if not isinstance(value, (list, tuple)):
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):  # a list, tuple, array
             raise ValueError(f"{name}: {key} is {type(value).__name__} {value!r:.40}, expected a list")
     lengths = {key: len(value) for key, value in given.items()}
     if len(set(lengths.values())) > 1:

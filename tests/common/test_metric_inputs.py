@@ -18,6 +18,7 @@ def test_good_columns_pass():
         tools=[[], ["t"]],
     )
     check_columns("m", KINDS_OF, predictions=["a"], references=None)  # a column not given is skipped
+    check_columns("m", KINDS_OF, predictions=np.array(["a", "b"]), steps=np.array([3, -1]))  # arrays too
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import random
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,7 +109,7 @@ def test_spec_invariant_13_on_the_real_gsm8k_subset():
 
 
 def test_a_small_vector_by_hand():
-    got = metric().compute(predictions=[2, -1, -1, 1], references=[2, -1, 0, 0])
+    got = metric().compute(predictions=np.array([2, -1, -1, 1]), references=[2, -1, 0, 0])  # arrays too
     assert got == {
         "acc_erroneous": pytest.approx(100 / 3),
         "acc_correct": 100.0,
