@@ -6,7 +6,10 @@
 (c) no module under common/ or papers/ is over MAX_LINES lines;
 (d) no `print(` in library modules of common/ (a CLI's `main()` may print: that is its output);
 (e) the paper list, `common.results.PAPERS`, names exactly the folders under papers/ (the Makefile
-    reads the folders).
+    reads the folders);
+(f) metrics/ (the `evaluate` modules, loaded by path) and lm_eval_tasks/ (lm-eval task code) sit on top: common/
+    and papers/ never import them, and one of them never imports another or more than one paper.
+(a)-(c) cover metrics/ and lm_eval_tasks/ too.
 Each failure names the offending file:line.
 """
 
@@ -17,13 +20,14 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "papers")
+PACKAGES = ("common", "papers", "metrics", "lm_eval_tasks")
+TOP = ("metrics", "lm_eval_tasks")  # wrappers for other tools' users: nothing below imports them
 MAX_LINES = 450
 CLI_FUNCTIONS = {"main"}
 
 
 def modules() -> dict[str, Path]:
-    """Dotted name -> file for every module of common/ and papers/."""
+    """Dotted name -> file for every module of PACKAGES."""
     found = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -188,6 +192,32 @@ def test_the_paper_list_is_the_paper_folders():
     assert set(listed) == folders, f"common/results.py PAPERS {sorted(listed)} != papers/*/ {sorted(folders)}"
 
 
+def top_offences(mods: dict[str, Path]) -> list[str]:
+    """(f): an import of metrics/ or lm_eval_tasks/ from below, between two of them, or of two papers."""
+    offences = []
+    for module, path in mods.items():
+        top = module.split(".")[0]
+        own = ".".join(module.split(".")[:2])
+        flagged, papers = set(), set()
+        for name, node in imported_names(module, path):
+            target = name.split(".")
+            below_imports_top = top not in TOP and target[0] in TOP
+            sibling = top in TOP and target[0] in TOP and not name.startswith(own)
+            if (below_imports_top or sibling) and node not in flagged:
+                flagged.add(node)
+                offences.append(f"{where(path, node)}: {module} imports {name}")
+            if top in TOP and target[0] == "papers" and len(target) > 1:
+                papers.add(target[1])
+        if len(papers) > 1:
+            offences.append(f"{path.relative_to(ROOT)}: {module} imports papers {sorted(papers)}")
+    return offences
+
+
+def test_metrics_and_tasks_sit_on_top():
+    offences = top_offences(modules())
+    assert not offences, "imports of or between metrics/ and lm_eval_tasks/:\n" + "\n".join(offences)
+
+
 def test_the_checks_catch_what_they_look_for(tmp_path):
     """The cycle finder and the import reader on a known graph, so a pass above means something."""
     graph = {"a": {"b": "x:1"}, "b": {"c": "x:2"}, "c": {"a": "x:3"}, "d": {"a": "x:4"}}
@@ -197,3 +227,24 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     src.write_text("import os\n\ndef f():\n    from common.stages import runs_dir\n    from . import sib\n")
     names = [n for n, _ in imported_names("papers.x.m", src)]
     assert names == ["os", "common.stages", "common.stages.runs_dir", "papers.x", "papers.x.sib"]
+
+
+def test_the_top_rule_catches_what_it_looks_for(tmp_path, monkeypatch):
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    files = {
+        "common.a": "from metrics.m.m import X\n",
+        "metrics.m.m": "from common.a import Y\nfrom papers.p.s import f\n",
+        "metrics.n.n": "from metrics.m.m import X\nimport papers.p.s\nimport papers.q.s\n",
+        "lm_eval_tasks.t.utils": "from papers.q.s import g\n",
+    }
+    mods = {}
+    for module, text in files.items():
+        path = tmp_path / (module.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        mods[module] = path
+    assert top_offences(mods) == [
+        "common/a.py:1: common.a imports metrics.m.m",
+        "metrics/n/n.py:1: metrics.n.n imports metrics.m.m",
+        "metrics/n/n.py: metrics.n.n imports papers ['p', 'q']",
+    ]

@@ -1,6 +1,8 @@
 """pyproject.toml declares what requirements.txt installs: the same names and ranges."""
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import tomllib
@@ -18,3 +20,39 @@ def test_pyproject_dependencies_match_requirements_txt():
     declared = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
     assert declared == requirements()
     assert not any(re.match(r"torch\b", dep) for dep in declared)  # the Makefile picks the torch build
+
+
+def _top_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+IMPORT_TO_DIST = {"lm_eval": "lm-eval", "yaml": "pyyaml"}
+
+
+def test_metrics_and_lm_eval_tasks_need_only_what_is_declared():
+    """metrics/ and lm_eval_tasks/ are loaded by path from a checkout (not shipped in the wheel): their
+    project imports are packages the wheel ships, their other imports distributions pyproject declares."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    shipped = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    project = pyproject["project"]
+    declared = {re.split(r"[<>=!~\[ ]", dep)[0].lower() for dep in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {re.split(r"[<>=!~\[ ]", dep)[0].lower() for dep in extra}
+    missing = []
+    files = sorted([*(ROOT / "metrics").rglob("*.py"), *(ROOT / "lm_eval_tasks").rglob("*.py")])
+    assert files
+    for path in files:
+        for name in sorted(_top_imports(path) - set(sys.stdlib_module_names) - {"__future__"}):
+            if name in shipped:
+                continue
+            if IMPORT_TO_DIST.get(name, name).lower() not in declared:
+                missing.append(
+                    f"{path.relative_to(ROOT)}: imports {name}, which pyproject.toml does not declare"
+                )
+    assert not missing, "\n".join(missing)

@@ -16,6 +16,7 @@ Needs the repository importable (`pip install -e .` of the checkout, or run from
 import datasets
 import evaluate
 
+from common.metric_inputs import CheckedColumns
 from common.scoring import math_is_correct
 
 _DESCRIPTION = __doc__
@@ -32,21 +33,11 @@ author={Hendrycks, Dan and others}, journal={NeurIPS}, year={2021}}"""
 NAME = "math_accuracy"
 
 
-def check_columns(name: str, **columns) -> None:
-    """One clear line (ValueError) for columns of unequal length or a non-string entry."""
-    lengths = {key: len(value) for key, value in columns.items() if value is not None}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(
-            f"{name}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-        )
-    for key, value in columns.items():
-        for i, x in enumerate(value or []):
-            if not isinstance(x, str):
-                raise ValueError(f"{name}: {key}[{i}] is {type(x).__name__} {x!r:.40}, expected str")
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class MathAccuracy(evaluate.Metric):
+class MathAccuracy(CheckedColumns, evaluate.Metric):
+    metric_name = NAME
+    column_kinds = {"predictions": "str", "references": "str"}
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -56,16 +47,6 @@ class MathAccuracy(evaluate.Metric):
                 {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
             ),
         )
-
-    def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Add a batch of predictions and references, checked first (one clear line on bad input)."""
-        check_columns(NAME, predictions=predictions, references=references)
-        return super().add_batch(predictions=predictions, references=references, **kwargs)
-
-    def add(self, *, prediction=None, reference=None, **kwargs):
-        """Add one prediction and reference, checked first."""
-        check_columns(NAME, predictions=[prediction], references=[reference])
-        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(self, predictions, references):
         n = len(predictions)

@@ -24,6 +24,7 @@ unweighted mean of the columns present; the paper's Avg only when all nine are).
 import datasets
 import evaluate
 
+from common.metric_inputs import CheckedColumns, check_columns
 from papers.socialbench.prompts import ItemError, column_of
 from papers.socialbench.scoring import Graded, column_score, score_item, summarize
 
@@ -47,25 +48,11 @@ Conversational Agents}, author={Chen, Hongzhan and others}, booktitle={Findings 
 NAME = "socialbench"
 
 
-def check_columns(predictions, references, categories, langs=None) -> None:
-    """One clear line (ValueError) for columns of unequal length or an entry of the wrong type."""
-    columns = {"predictions": predictions, "references": references, "categories": categories, "langs": langs}
-    lengths = {key: len(value) for key, value in columns.items() if value is not None}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(
-            f"{NAME}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-        )
-    for key in ("predictions", "categories", "langs"):
-        for i, x in enumerate(columns[key] or []):
-            if not isinstance(x, str):
-                raise ValueError(f"{NAME}: {key}[{i}] is {type(x).__name__} {x!r:.40}, expected str")
-    for i, label in enumerate(references or []):
-        if not isinstance(label, (list, tuple)) or not label or not all(isinstance(x, str) for x in label):
-            raise ValueError(f"{NAME}: references[{i}] is {label!r:.40}, expected a non-empty list of str")
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SocialBench(evaluate.Metric):
+class SocialBench(CheckedColumns, evaluate.Metric):
+    metric_name = NAME
+    column_kinds = {"predictions": "str", "references": "labels", "categories": "str", "langs": "str"}
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -80,18 +67,15 @@ class SocialBench(evaluate.Metric):
             ),
         )
 
-    def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Add a batch of predictions, references and categories, checked first (one clear line)."""
-        check_columns(predictions, references, kwargs.get("categories"))
-        return super().add_batch(predictions=predictions, references=references, **kwargs)
-
-    def add(self, *, prediction=None, reference=None, **kwargs):
-        """Add one prediction, reference and category, checked first."""
-        check_columns([prediction], [reference], [kwargs.get("categories")])
-        return super().add(prediction=prediction, reference=reference, **kwargs)
-
     def _compute(self, predictions, references, categories, langs=None):
-        check_columns(predictions, references, categories, langs)
+        check_columns(
+            NAME,
+            self.column_kinds,
+            predictions=predictions,
+            references=references,
+            categories=categories,
+            langs=langs,
+        )
         graded = []
         for i, (output, label, category) in enumerate(zip(predictions, references, categories)):
             item = {"label": list(label), "meta": {"category": category}}

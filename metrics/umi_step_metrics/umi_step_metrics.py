@@ -18,6 +18,7 @@ papers/umi/metrics.py). Needs the repository importable (`pip install -e .`) wit
 import datasets
 import evaluate
 
+from common.metric_inputs import CheckedColumns
 from papers.umi.metrics import static_metrics
 
 _DESCRIPTION = __doc__
@@ -36,25 +37,11 @@ author={Shen, Weizhou and others}, journal={arXiv preprint arXiv:2401.07324}, ye
 NAME = "umi_step_metrics"
 
 
-def check_columns(predictions, references, tool_names) -> None:
-    """One clear line (ValueError) for columns of unequal length or an entry of the wrong type."""
-    columns = {"predictions": predictions, "references": references, "tool_names": tool_names}
-    lengths = {key: len(value) for key, value in columns.items() if value is not None}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(
-            f"{NAME}: columns of unequal length: " + ", ".join(f"{k}={v}" for k, v in lengths.items())
-        )
-    for key in ("predictions", "references"):
-        for i, x in enumerate(columns[key] or []):
-            if not isinstance(x, str):
-                raise ValueError(f"{NAME}: {key}[{i}] is {type(x).__name__} {x!r:.40}, expected str")
-    for i, names in enumerate(tool_names or []):
-        if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) for x in names):
-            raise ValueError(f"{NAME}: tool_names[{i}] is {names!r:.40}, expected a list of str")
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class UmiStepMetrics(evaluate.Metric):
+class UmiStepMetrics(CheckedColumns, evaluate.Metric):
+    metric_name = NAME
+    column_kinds = {"predictions": "str", "references": "str", "tool_names": "str_list"}
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -68,16 +55,6 @@ class UmiStepMetrics(evaluate.Metric):
                 }
             ),
         )
-
-    def add_batch(self, *, predictions=None, references=None, **kwargs):
-        """Add a batch of steps, checked first (one clear line on bad input)."""
-        check_columns(predictions, references, kwargs.get("tool_names"))
-        return super().add_batch(predictions=predictions, references=references, **kwargs)
-
-    def add(self, *, prediction=None, reference=None, **kwargs):
-        """Add one step, checked first."""
-        check_columns([prediction], [reference], [kwargs.get("tool_names")])
-        return super().add(prediction=prediction, reference=reference, **kwargs)
 
     def _compute(self, predictions, references, tool_names):
         steps = [

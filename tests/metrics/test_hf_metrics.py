@@ -7,7 +7,6 @@ where a spec gives them), and check that bad input stops with one clear line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -20,18 +19,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 evaluate = pytest.importorskip("evaluate")
 
 from common.data import load_rows, shared_mirror  # noqa: E402
+from common.metric_inputs import CheckedColumns  # noqa: E402
 from common.scoring import extract_choice, gsm8k_is_correct, math_is_correct  # noqa: E402
 from papers.socialbench.data import load_items  # noqa: E402
 from papers.socialbench.prompts import column_of, normalize_category  # noqa: E402
 from papers.socialbench.scoring import Graded, score_item, summarize  # noqa: E402
+from papers.umi.data import OOD_TEST, load_trajectories, static_steps, toolbench_root  # noqa: E402
+from papers.umi.metrics import static_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = shared_mirror()
 needs_data = pytest.mark.skipif(
     DATA is None, reason="../shared/data (the data mirror) is not beside the checkout"
 )
-HAS_UMI = importlib.util.find_spec("papers.umi") is not None and (ROOT / "papers/umi/metrics.py").exists()
-MODULES = ("gsm8k_accuracy", "math_accuracy", "mcq_accuracy", "socialbench", "umi_step_metrics")
+TEXT_MODULES = ("gsm8k_accuracy", "math_accuracy", "mcq_accuracy", "socialbench", "umi_step_metrics")
+MODULES = (*TEXT_MODULES, "processbench_f1")  # processbench_f1 (int columns): test_processbench_f1.py
 
 
 @cache
@@ -48,6 +50,16 @@ def test_every_metric_folder_is_tested():
 def test_a_folder_path_loads_too():
     metric = evaluate.load(str(ROOT / "metrics" / "gsm8k_accuracy"))
     assert metric.compute(predictions=["#### 3"], references=["3"])["strict_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_each_module_is_its_own_class_over_the_shared_check(name):
+    """evaluate.load takes the first EvaluationModule subclass in the file: the module's, never the mixin,
+    and its input check is common.metric_inputs' (one implementation)."""
+    metric = load(name)
+    assert isinstance(metric, CheckedColumns) and type(metric) is not CheckedColumns
+    assert metric.metric_name == name
+    assert "def check_columns" not in (ROOT / "metrics" / name / f"{name}.py").read_text()
 
 
 def test_each_import_sits_on_its_own_line():
@@ -253,10 +265,8 @@ def _call(name: str, n_pred: int, bad_prediction: object = None) -> None:
     load(name).compute(predictions=preds, **extra)
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", TEXT_MODULES)
 def test_bad_input_is_one_clear_line(name):
-    if name == "umi_step_metrics" and not HAS_UMI:
-        pytest.skip("papers/umi/metrics.py is not on this branch (alpha-UMi is built on branch umi)")
     with pytest.raises(ValueError, match=rf"^{name}: columns of unequal length: predictions=2, references=3"):
         _call(name, 2)
     with pytest.raises(ValueError, match=rf"^{name}: predictions\[2\] is int 7, expected str$"):
@@ -267,20 +277,12 @@ def test_bad_input_is_one_clear_line(name):
 
 # ---- alpha-UMi ------------------------------------------------------------------------------------------
 
-needs_umi = pytest.mark.skipif(
-    not HAS_UMI,
-    reason="papers/umi/metrics.py is not on this branch (alpha-UMi's metrics are built on branch umi)",
-)
-
 
 def call_step(action: str, args: str, thought: str = "use it") -> str:
     return f"assistant: {thought} Next: caller.</s>caller: Action: {action}\nAction Input: {args}</s>"
 
 
-@needs_umi
 def test_umi_spec_vectors():
-    from papers.umi.metrics import static_metrics
-
     ref = call_step("search", '{"a":1,"b":2}')
     finish = "assistant: done Next: conclusion.</s>conclusion: the capital is Paris</s>"
     metric = load("umi_step_metrics")
@@ -306,12 +308,8 @@ def test_umi_spec_vectors():
     assert got == static_metrics(steps)
 
 
-@needs_umi
 @needs_data
 def test_umi_equals_static_metrics_on_the_real_ood_steps():
-    from papers.umi.data import OOD_TEST, load_trajectories, static_steps, toolbench_root
-    from papers.umi.metrics import static_metrics
-
     root = toolbench_root(DATA)
     steps = static_steps(load_trajectories(root / OOD_TEST), str(root / OOD_TEST))
     assert len(steps) == 1547
