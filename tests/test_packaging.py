@@ -56,3 +56,20 @@ def test_metrics_and_lm_eval_tasks_need_only_what_is_declared():
                     f"{path.relative_to(ROOT)}: imports {name}, which pyproject.toml does not declare"
                 )
     assert not missing, "\n".join(missing)
+
+
+def test_requirements_test_txt_pins_what_the_extras_declare():
+    """Each test-only package CI installs (requirements-test.txt) is in a pyproject extra whose range
+    admits the pinned version, and is what tests/conftest.py requires under CI."""
+    from packaging.requirements import Requirement
+
+    from tests.conftest import TEST_EXTRAS
+
+    lines = (ROOT / "requirements-test.txt").read_text().splitlines()
+    pins = [Requirement(line.split("#")[0]) for line in lines if line.split("#")[0].strip()]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    ranges = {Requirement(dep).name: Requirement(dep).specifier for deps in extras.values() for dep in deps}
+    for pin in pins:
+        (version,) = [s.version for s in pin.specifier if s.operator == "=="]
+        assert pin.name in ranges and ranges[pin.name].contains(version), pin
+    assert sorted(p.name for p in pins) == sorted(TEST_EXTRAS.values())
