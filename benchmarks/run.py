@@ -2,13 +2,14 @@
 
 - threads: torch threads per process (baseline: the default, all cores).
 - generation: 256 samples x 64 tokens from tiny-student, HF backend vs vLLM backend.
+- rl_throughput: common.rl_loop.run_rl vs trl's GRPOTrainer, samples/s (needs the `bench` extra).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import generation_speed, threads
+from benchmarks import generation_speed, rl_throughput, threads
 
 
 def main() -> int:
@@ -16,6 +17,8 @@ def main() -> int:
     threads.main([])
     print("\n## generation: 256 samples x 64 tokens, tiny-student\n")
     generation_speed.main([])
+    print("\n## RL rollout throughput: run_rl vs trl GRPOTrainer\n")
+    rl_throughput.main([])
     return 0
 
 
