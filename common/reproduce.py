@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, format_config
+from common.data import DATA_DIR_ENV
 from common.results import PAPERS, SCALES, ResultsError
 from common.tables import render_paper_block, write_tables
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     log.info("%s at %s scale, resolved config:\n%s", args.paper, args.scale, format_config(cfg))
     if args.data_dir:
-        os.environ["REPRO_DATA_DIR"] = os.path.abspath(args.data_dir)
+        os.environ[DATA_DIR_ENV] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
     out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
     try:

@@ -8,9 +8,8 @@
 - Under CI (`CI` set), the test-only packages of requirements-test.txt (lm-eval, trl) must be importable:
   their tests skip on a user's machine without them, but a CI run that skipped them would test less than
   it says, so it stops at collection with one line instead.
-- Every test leaves the environment variables the code itself sets (`reproduce --data-dir` exports
-  REPRO_DATA_DIR for the pipeline's subprocesses) as it found them, so a later test does not read a
-  deleted tmp mirror.
+- Every test leaves $REPRO_DATA_DIR as it found it (`reproduce --data-dir` exports it for the pipeline's
+  subprocesses), so a later test does not read a deleted tmp mirror.
 """
 
 import importlib.util
@@ -84,15 +83,14 @@ def restore_torch_set_num_threads():
     torch.set_num_threads = original
 
 
-PROCESS_ENV = ("REPRO_DATA_DIR", "REPRO_RUNS")  # set by common/reproduce.py for the whole process
-
-
 @pytest.fixture(autouse=True)
-def restore_process_env():
-    saved = {name: os.environ.get(name) for name in PROCESS_ENV}
+def restore_data_dir_env():
+    """`common.reproduce.main(..., "--data-dir", d)` exports $REPRO_DATA_DIR for the whole process."""
+    from common.data import DATA_DIR_ENV
+
+    saved = os.environ.get(DATA_DIR_ENV)
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    if saved is None:
+        os.environ.pop(DATA_DIR_ENV, None)
+    else:
+        os.environ[DATA_DIR_ENV] = saved
