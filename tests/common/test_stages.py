@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +124,52 @@ def test_worker_pool_inline_and_spawned_agree():
         spawned = [f.result() for f in [pool.submit(_square, i) for i in range(3)]]
     assert [v for v, _ in inline] == [v for v, _ in spawned] == [0, 1, 4]
     assert all(t == 1 for _, t in spawned)
+
+
+DRIVER = """
+import os, sys, time
+from pathlib import Path
+from common import stages
+
+
+def report_pid_and_hang(folder):
+    Path(folder, f"{os.getpid()}.pid").write_text("")
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    with stages.worker_pool(2, threads=1) as pool:
+        jobs = [pool.submit(report_pid_and_hang, sys.argv[1]) for _ in range(2)]
+        time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_pool_workers_exit_when_the_driver_is_killed(tmp_path):
+    """kill -9 of the driver used to leave its spawned workers computing, re-parented to init."""
+    repo = Path(__file__).resolve().parents[2]
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    driver = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=repo, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*.pid"))) < 2:
+            assert time.monotonic() < deadline and driver.poll() is None, "the workers did not start"
+            time.sleep(0.2)
+        pids = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        assert all(_alive(p) for p in pids)
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 10 * stages.ORPHAN_POLL_S + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "a worker outlived its killed driver"
