@@ -196,11 +196,18 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     return name
 
 
-def _load(loader, name_or_path, what: str, **kwargs):
-    target = resolve(name_or_path)
+def check_local_path(name_or_path: str | os.PathLike, what: str = "model") -> None:
+    """`ModelNotFoundError` for a name that reads as a local path (`./`, `/`, `~`, `a/b/c`) and is not on
+    disk; a hub id or short name passes (it is looked up when loaded)."""
+    target = str(name_or_path)
     looks_like_path = target.startswith((".", "/", "~")) or target.count("/") > 1
     if looks_like_path and not Path(target).expanduser().exists():
-        raise ModelNotFoundError(f"{what} {name_or_path!r}: no such directory")
+        raise ModelNotFoundError(f"{what} {target!r}: no such directory")
+
+
+def _load(loader, name_or_path, what: str, **kwargs):
+    target = resolve(name_or_path)
+    check_local_path(target, what)
     try:
         return loader(target, **kwargs)
     except OSError as err:  # transformers raises OSError for missing repos, files and offline misses

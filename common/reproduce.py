@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, format_config
-from common.data import DATA_DIR_ENV
+from common.data import DATA_DIR_ENV, DataError, resolve_data_dir
 from common.results import PAPERS, SCALES, ResultsError
+from common.stages import StageError
 from common.tables import render_paper_block, write_tables
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ examples:
 
 A --set key is a dotted path into the paper's config (papers/<slug>/config.py); the value is read as
 YAML (3e-4, true, null, [0, 1], text) and checked against the field's type. A bad key, value, paper
-or scale stops with one line naming it and what is valid (exit 2).
+or scale stops with one line naming it and what is valid (exit 2); so does a --data-dir that is not a
+directory, and a bad file, row, model or cached stage output met during the run.
 """
 
 
@@ -105,6 +108,18 @@ def resolve_config(slug: str, scale: str, sets: Sequence[str]):
         raise UsageError(str(err)) from None
 
 
+def _has_pipeline(slug: str) -> bool:
+    """Whether `papers.<slug>.pipeline` exists, found without importing it (a usage error should not wait
+    for torch and transformers to load)."""
+    name = f"papers.{slug}.pipeline"
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # papers.<slug> is not a package
+        return False
+
+
 def _pipeline(slug: str):
     """`papers.<slug>.pipeline`, or None when the paper has none yet."""
     name = f"papers.{slug}.pipeline"
@@ -123,11 +138,20 @@ def report(slug: str, scale: str, out: Path) -> str:
     return f"results in {out}\n\n{render_paper_block(slug, scales=[scale])}"
 
 
+def input_errors() -> tuple[type[Exception], ...]:
+    """Bad input met while a pipeline runs: the shared error classes, whose messages name the file / row /
+    field / model / key. Anything else is a bug and keeps its traceback."""
+    # imported here: transformers takes seconds to import, and a usage error need not wait for it
+    from common.models import ModelNotFoundError
+
+    return (ConfigError, DataError, ModelNotFoundError, StageError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         check_choices(args.paper, args.scale)
-        if _pipeline(args.paper) is None:
+        if not _has_pipeline(args.paper):
             print(
                 f"papers/{args.paper}: no pipeline yet - the claim and published table are in "
                 f"papers/{args.paper}/README.md",
@@ -135,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_NO_PIPELINE
         cfg = resolve_config(args.paper, args.scale, args.sets)
-    except UsageError as err:
+        if args.data_dir is not None:
+            resolve_data_dir(args.data_dir)  # not a directory: say so now, not after the first stages
+    except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging()
@@ -143,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         os.environ[DATA_DIR_ENV] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
-    out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
+    try:
+        out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
+    except input_errors() as err:
+        print(f"error: {args.paper} {args.scale}: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         print(report(args.paper, args.scale, Path(out)))
     except ResultsError as err:  # e.g. rows in the wrong units: the results stay, the tables are refused

@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -64,7 +65,7 @@ from common.rl import (
     sequence_logprobs,
     value_loss,
 )
-from common.stages import atomic_write_json, temp_path
+from common.stages import StageError, atomic_write_json, temp_path
 from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo", "grpo")
@@ -290,7 +291,12 @@ def run_rl(
     critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr) if critic is not None else None
     curve, start, steps = [], 0, 0
     if (out / STATE_FILE).exists():
-        state = torch.load(out / STATE_FILE, weights_only=True)  # tensors and plain values only
+        try:
+            state = torch.load(out / STATE_FILE, weights_only=True)  # tensors and plain values only
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # truncated or edited
+            raise StageError(
+                f"{out / STATE_FILE}: unreadable RL state ({type(err).__name__}); delete it or use a new output_dir"
+            ) from None
         if _trajectory(state["config"]) != _trajectory(asdict(cfg)):
             raise ValueError(f"{out / STATE_FILE}: saved with a different RLConfig; use a new output_dir")
         policy.load_state_dict(state["policy"])

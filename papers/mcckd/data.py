@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 from common.data import (
+    DataError,
     instruction_rows,
     load_rows,
     mirror_only,
@@ -217,7 +218,7 @@ def set_name(name: str) -> str:
     """`mcckd-gsm8k` / `GSM8K` / `gsm8k` -> `gsm8k`; an unknown name stops with the valid ones."""
     short = name.lower().removeprefix("mcckd-")
     if short not in SETS:
-        raise ValueError(f"unknown MCC-KD dataset {name!r}; valid: {', '.join(SETS)}")
+        raise DataError(f"unknown MCC-KD dataset {name!r}; valid: {', '.join(SETS)}")
     return short
 
 

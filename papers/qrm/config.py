@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.config import ConfigError
 from common.synthetic.flaws import HABITS
 
 METHODS = {  # method name (published.csv / claims.yaml) -> (algorithm, reward model)
@@ -283,7 +284,7 @@ def get_config(scale: str) -> QRMConfig:
 
 
 def check_config(cfg: QRMConfig) -> None:
-    """One-line ValueError for a method, task or option outside the tables above."""
+    """One-line `ConfigError` (a ValueError) for a method, task or option outside the tables above."""
     for name, value, valid in (
         ("method", [m for m in cfg.methods if m not in METHODS], METHODS),
         ("dataset", [t for t in cfg.data.tasks if t not in TASKS], TASKS),
@@ -304,10 +305,10 @@ def check_config(cfg: QRMConfig) -> None:
         ),
     ):
         if value:
-            raise ValueError(f"qrm: unknown {name} {value[0]!r}; valid: {', '.join(valid)}")
+            raise ConfigError(f"qrm: unknown {name} {value[0]!r}; valid: {', '.join(valid)}")
     if cfg.data.pair_habit is not None and cfg.data.pair_habit not in HABITS:
-        raise ValueError(f"qrm: unknown data.pair_habit {cfg.data.pair_habit!r}; valid: {', '.join(HABITS)}")
+        raise ConfigError(f"qrm: unknown data.pair_habit {cfg.data.pair_habit!r}; valid: {', '.join(HABITS)}")
     if not 0.0 <= cfg.data.pair_habit_share <= 1.0:
-        raise ValueError(f"qrm: data.pair_habit_share must be in [0, 1], got {cfg.data.pair_habit_share}")
+        raise ConfigError(f"qrm: data.pair_habit_share must be in [0, 1], got {cfg.data.pair_habit_share}")
     if not cfg.data.tasks or not cfg.methods:
-        raise ValueError("qrm: data.tasks and methods must not be empty")
+        raise ConfigError("qrm: data.tasks and methods must not be empty")

@@ -41,9 +41,10 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import config_dict
-from common.models import load_tokenizer
+from common.models import check_local_path, load_tokenizer
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
+from common.synthetic.base_models import SIZES
 from common.synthetic.rl_gate import gate
 from papers.qrm.config import LOG_RATIO_KINDS, METHODS, QRMConfig, check_config
 from papers.qrm.data import Task, real_task, toy_task
@@ -122,6 +123,9 @@ def calibration_gate(sft: dict, runs: list[dict]) -> dict | None:
 def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = None) -> Path:
     """Run every stage of `cfg` (module doc); write papers/qrm/results/<scale>/ and return that folder."""
     check_config(cfg)
+    for name in (cfg.policy, cfg.rm.backbone):  # now, not after the pool has trained the other base model
+        if name not in SIZES:
+            check_local_path(name)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     start = time.perf_counter()

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.config import ConfigError
+from papers.socialbench.prompts import COLUMNS
+
 PUBLISHED_TABLE = "main-results (README; paper table no. UNCONFIRMED)"
 
 
@@ -47,6 +50,15 @@ class ModelsConfig:
     backend: str = "vllm"  # ARCHITECTURE.md: vLLM for evaluation
     chunk_size: int = 256  # items answered per save (a kill loses at most one chunk)
     table: str = PUBLISHED_TABLE  # the `table` of the model rows (the published table they compare to)
+
+    def __post_init__(self) -> None:
+        if self.sample is not None and not 0 < self.sample <= 1:
+            raise ConfigError(f"socialbench: zero_shot.sample must be in (0, 1] or null, got {self.sample}")
+        unknown = [c for c in self.categories or () if c not in COLUMNS]
+        if unknown:
+            raise ConfigError(
+                f"socialbench: zero_shot.categories: unknown column {unknown[0]!r}; valid: {', '.join(COLUMNS)}"
+            )
 
 
 @dataclass(frozen=True)

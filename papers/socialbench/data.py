@@ -19,7 +19,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from common.data import resolve_data_dir, shared_mirror
+from common.data import DataError, resolve_data_dir, shared_mirror
 from common.stages import atomic_write_text, cache_dir
 from papers.socialbench.prompts import ItemError, column_of, normalize_category
 
@@ -43,7 +43,7 @@ FILE_COLUMNS = {
 DOWNLOAD_TIMEOUT_S = 60
 
 
-class SocialBenchDataError(ValueError):
+class SocialBenchDataError(DataError):
     """A data file that is missing, fails its checksum, or holds a bad item (file and item named)."""
 
 

@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(summary))
     if summary["n_failed"]:
-        print(f"{summary['n_failed']} items failed after every retry; rerun to retry them", file=sys.stderr)
+        print(
+            f"error: {summary['n_failed']} items failed after every retry against {args.model}; "
+            "rerun to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

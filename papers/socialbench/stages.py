@@ -106,8 +106,12 @@ def evaluate(
     done = {k for k, r in read_outputs(outputs).items() if r.get("error") is None}
     todo = [it for it in items if it["id"] not in done]
     log.info("%s: %d of %d items to answer, outputs in %s", model.name, len(todo), len(items), run_dir)
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"socialbench {model.name}")
-    bar.disable = not progress
+    bar = tqdm(  # disabled at construction: set afterwards, the bar is already drawn (--no-progress)
+        total=len(items),
+        initial=len(items) - len(todo),
+        desc=f"socialbench {model.name}",
+        disable=not progress,
+    )
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         replies = model.answer(chunk)

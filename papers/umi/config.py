@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from common.config import ConfigError
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -92,6 +94,10 @@ class RealConfig:
     """Train GLPFT (stage 1 + three stage-2 copies) on the mirrored train-example role data first."""
     train_steps: int = 40
     train_batch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"umi: real.limit must be >= 1 or null (all 1,547 steps), got {self.limit}")
 
 
 @dataclass(frozen=True)

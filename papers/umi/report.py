@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common.results import ResultsError
+from common.results import SCALES, ResultsError
 from common.tables import format_duration, replace_block
 
 PAPER_DIR = Path(__file__).resolve().parent
@@ -93,8 +93,11 @@ def write_block(scale: str = "toy", paper_dir: Path = PAPER_DIR) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    scale = args[0] if args else "toy"
     try:
-        print(write_block(args[0] if args else "toy"))
+        if scale not in SCALES:
+            raise ResultsError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+        print(write_block(scale))
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -96,17 +96,18 @@ def test_help_explains_every_option_with_examples():
         assert text in out.stdout
 
 
-def test_resolved_config_is_logged_and_passed_to_the_pipeline(monkeypatch, caplog):
+def test_resolved_config_is_logged_and_passed_to_the_pipeline(tmp_path, monkeypatch, caplog):
     calls = fake_paper(monkeypatch)
     monkeypatch.delenv("REPRO_DATA_DIR", raising=False)
     caplog.set_level(logging.INFO, logger="common.reproduce")
     argv = ["fake", "--scale", "small", "--set", "rm.lr=3e-4", "--set", "seeds=[3]", "--force"]
-    assert reproduce.main([*argv, "--data-dir", "/tmp/mirror"]) == 0
+    mirror = str(tmp_path)  # --data-dir must be a directory
+    assert reproduce.main([*argv, "--data-dir", mirror]) == 0
     cfg, force, data_dir = calls[0]
     assert cfg == FakeConfig(scale="small", seeds=(3,), rm=RM(lr=3e-4, steps=100))
-    assert (force, data_dir) == (True, "/tmp/mirror")
+    assert (force, data_dir) == (True, mirror)
     assert calls[1] == ("report", "fake", "small")
-    assert os.environ["REPRO_DATA_DIR"] == "/tmp/mirror"
+    assert os.environ["REPRO_DATA_DIR"] == mirror
     logged = caplog.text
     assert "fake at small scale, resolved config:" in logged
     assert "rm.lr = 0.0003" in logged and "rm.steps = 100" in logged and "seeds = [3]" in logged
@@ -168,6 +169,7 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
     pipeline = types.ModuleType("papers.qrm.pipeline")
     pipeline.reproduce = fake_reproduce
     monkeypatch.setitem(sys.modules, "papers.qrm.pipeline", pipeline)
+    (tmp_path / "mirror").mkdir()
     assert reproduce.main(["qrm", "--force", "--data-dir", str(tmp_path / "mirror")]) == 0
     assert calls == [("toy", True, str(tmp_path / "mirror"))]
     out = capsys.readouterr().out
