@@ -185,7 +185,7 @@ def test_missing_asdiv_train_is_one_clear_line(tmp_path):
     cfg = apply_overrides(get_config("small"), ["data.train_sets=[csqa]", "data.limit_train=2"])
     with pytest.raises(SystemExit, match=r"^mcckd small: mcckd: no CSQA training questions[^\n]*$"):
         reproduce(cfg, data_dir=str(SHARED))
-    with pytest.raises(ValueError, match="unknown MCC-KD dataset 'mathqa'"):
+    with pytest.raises(SystemExit, match=r"^mcckd small: unknown MCC-KD dataset 'mathqa'; valid: gsm8k, "):
         reproduce(apply_overrides(get_config("small"), ["data.train_sets=[mathqa]"]))
 
 
