@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from common.stages import atomic_dir, atomic_write_json
+from common.stages import StageError, atomic_dir, atomic_write_json, read_json
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -71,6 +71,22 @@ def check_resumable(checkpoint: Path, saved: dict[str, Any], config: Any, fields
                 f"{checkpoint}: written with {name}={saved.get(name)!r}, the config says "
                 f"{getattr(config, name)!r}; use the same settings, resume=False or a new output_dir"
             )
+
+
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: Any, fields: Sequence[str]) -> dict:
+    """Resume from a complete checkpoint: its trainer_state.json (checked against `fields`), then the
+    accelerate state. A corrupt file raises `StageError` naming the checkpoint, in one line."""
+    state = read_json(checkpoint / STATE_FILE)
+    check_resumable(checkpoint, state["config"], config, fields)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except Exception as err:  # a truncated or edited weights / optimizer / RNG file, whatever its reader
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise StageError(
+            f"{checkpoint}: unreadable checkpoint ({type(err).__name__}: {first[:200]}); "
+            "delete it or train with resume=False"
+        ) from None
+    return state
 
 
 def save_final(accelerator: Accelerator, model: torch.nn.Module, out: Path) -> None:

@@ -46,14 +46,8 @@ from accelerate.utils import send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from common.checkpoints import (
-    STATE_FILE,
-    check_resumable,
-    complete_checkpoints,
-    save_checkpoint,
-    save_final,
-)
-from common.stages import StageError, atomic_write_json, read_json
+from common.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, save_final
+from common.stages import atomic_write_json
 from common.tracking import REPORT_TO, hparams, log_with
 
 logger = logging.getLogger(__name__)
@@ -381,16 +375,7 @@ def train(
     accelerator.wait_for_everyone()
     step, losses, done = 0, [], complete_checkpoints(out)
     if done:
-        state = read_json(done[-1] / STATE_FILE)  # corrupt: StageError naming the file
-        check_resumable(done[-1], state["config"], config, TRAJECTORY_FIELDS)
-        try:
-            accelerator.load_state(str(done[-1]))
-        except Exception as err:  # a truncated or edited weights / optimizer / RNG file, whatever its reader
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise StageError(
-                f"{done[-1]}: unreadable checkpoint ({type(err).__name__}: {first[:200]}); "
-                "delete it or train with resume=False"
-            ) from None
+        state = load_checkpoint(accelerator, done[-1], config, TRAJECTORY_FIELDS)
         step, losses = state["step"], state["losses"]
     # TensorBoard: events in output_dir/tensorboard; wandb: project named after the stage's folder
     project = "tensorboard" if config.report_to == "tensorboard" else out.name
