@@ -12,7 +12,7 @@ traceback, naming the file / row / field / key and, where there is a fixed set, 
 every file already under `papers/*/results/` and under `$REPRO_RUNS` is byte for byte unchanged. The CLI
 cases run in-process (`main(argv)`, stderr captured) so the file stays fast; two run as real processes.
 The bad mirrors are a few rows copied from ../shared/data into tmp_path (nothing is committed).
-90 cases; 25 of them failed the rule before the fixes that came with this file (issue 14's closing note).
+91 cases; 26 of them failed the rule before the fixes that came with this file (issue 14's closing note).
 """
 
 from __future__ import annotations
@@ -344,6 +344,7 @@ MODELS = cases(
     Cli("umi-model-path", (*UMI_REAL, "--set", "real.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
     Cli("mcckd-student-path", (*MCCKD_SVAMP, "--set", "student.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
     Cli("proxykd-student-path", (*PROXYKD_REAL, "--data-dir", "{shared}", "--set", "student.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
+    Cli("lco-policy-path", ("lco", "--set", "rl.policy=/no/such/model"), ("lco: rl.policy '/no/such/model': no such directory",)),
     Cli("lco-hub-model-offline", ("lco", "--scale", "small", "--set", "rl.policy=nobody/no-such-model"), ("'nobody/no-such-model' could not be loaded", "HF_HUB_OFFLINE=1")),
     Cli("adkd-model-path", (*ADKD_SST2, "--set", "glue.teacher.net.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
 )  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from common.config import ConfigError
+from common.models import ModelNotFoundError, check_local_path
 from common.rl import GROUP_ADVANTAGES, LOSS_NORMS
 from common.rl_loop import RLConfig
 from common.synthetic.rl_gate import GateConfig
@@ -142,6 +143,10 @@ def check_config(cfg: LCOConfig) -> None:
         raise ConfigError("lco: rl.methods, rl.seeds and rl.lr_factors must be non-empty (factors > 0)")
     if rl.updates_per_chunk < 1:
         raise ConfigError(f"lco: rl.updates_per_chunk must be >= 1, got {rl.updates_per_chunk}")
+    try:  # now, not after the stability runs and the SFT stage
+        check_local_path(rl.policy or "", "rl.policy")
+    except ModelNotFoundError as err:
+        raise ConfigError(f"lco: {err}") from None
 
 
 # Toy: the GRU stability check, then the RL testbed's policy and regime (by reference) on the arithmetic world.
