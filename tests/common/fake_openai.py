@@ -58,7 +58,8 @@ def _unit(*parts) -> float:
 
 @dataclass(frozen=True)
 class Faults:
-    """A seeded fault plan (module docstring); `kind(key, attempt)` is None (answer) or a FAULT_KINDS entry."""
+    """A seeded fault plan (module docstring); `kind(key, attempt)` is None (answer) or one of `kinds`,
+    drawn uniformly (repeat a kind to weight it)."""
 
     rate: float = 0.0
     seed: int = 0
@@ -122,8 +123,7 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def __enter__(self) -> FakeOpenAI:
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         assert self._server.server_address[0] == "127.0.0.1"  # loopback only
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -184,6 +184,11 @@ class FakeOpenAI:
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # not the default 5: a burst of connects must not wait on a SYN retry (1 s)
 
 
 def _error(message: str, kind: str) -> dict:
