@@ -18,7 +18,7 @@ attempt k of a request faults is a hash of (seed, the request's JSON, k), so the
 same faults on a fresh server (rerun with the same plan: the same faults) and retries on one server move
 on through the schedule. `always` picks a share of the requests that fault on each of their first
 `always_for` attempts, then heal (a schedule that depletes: set `always_for` to the client's 1 +
-max_retries and the first run fails them, a rerun gets them). `server.faults` logs (key, attempt, kind).
+max_retries and the first run fails them, a rerun gets them). `faults_log` lists (key, attempt, kind).
 
 Bounded: it listens on the loopback interface only, refuses bodies over `MAX_BODY` bytes (413), answers
 400 to every chat request past `max_requests` (counted in `refused`), drops a connection idle for
@@ -63,7 +63,7 @@ class Faults:
 
     rate: float = 0.0
     seed: int = 0
-    kinds: tuple[str, ...] = ("slow", "hang", "drop", "429", "500")
+    kinds: tuple[str, ...] = FAULT_KINDS
     always: float = 0.0
     always_for: int = 1 << 30
     slow_s: float = 0.05
