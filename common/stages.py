@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -208,31 +206,13 @@ def set_torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-ORPHAN_POLL_S = 0.5  # how often a pool worker checks that the process that started it is alive
-
-
-def _exit_when_orphaned(parent: int, poll: float) -> None:
-    while os.getppid() == parent:
-        time.sleep(poll)
-    os._exit(1)  # the driver died (kill -9, Ctrl-C): stop computing; cached stages are atomic
-
-
-def init_worker(threads: int, parent: int, poll: float = ORPHAN_POLL_S) -> None:
-    """A pool worker's initializer: torch threads, and a daemon thread that ends the worker once its
-    parent is gone (a killed driver otherwise leaves spawned workers running, re-parented to init, that
-    burn the cores a rerun needs and race its stages)."""
-    set_torch_threads(threads)
-    threading.Thread(target=_exit_when_orphaned, args=(parent, poll), daemon=True).start()
-
-
 def worker_pool(workers: int, threads: int = 1) -> Executor:
     """`workers` spawned processes with `threads` torch threads each, or an `InlinePool` for one.
 
     Stages that go to the pool are cached and seeded by their own settings, so the results do not
-    depend on which process runs which job (or on `workers`). A worker exits within `ORPHAN_POLL_S`
-    of its driver's death."""
+    depend on which process runs which job (or on `workers`)."""
     if workers <= 1:
         return InlinePool()
     return ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads, os.getpid())
+        workers, mp_context=get_context("spawn"), initializer=set_torch_threads, initargs=(threads,)
     )
