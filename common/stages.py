@@ -170,8 +170,11 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 def _state():
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # accelerate reads ACCELERATE_USE_CPU in AcceleratorState only: a bare PartialState() of a CPU launch
+    # (no GPU) would see no process group and call every process the main one
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def is_main_process() -> bool:
@@ -179,6 +182,14 @@ def is_main_process() -> bool:
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         return True  # no launcher: do not create a process group for nothing
     return _state().is_main_process
+
+
+def world() -> tuple[int, int]:
+    """(number of processes, this process's index) of an `accelerate launch`; (1, 0) in a plain process."""
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        return 1, 0
+    state = _state()
+    return state.num_processes, state.process_index
 
 
 def barrier() -> None:

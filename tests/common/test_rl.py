@@ -10,6 +10,7 @@ import torch
 from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm
 from common.rl import (
+    concat_rollouts,
     gae,
     kl_abs,
     loo_group_baseline,
@@ -202,6 +203,25 @@ def test_rollout_packs_responses_and_logprobs_match_the_training_model(tokenizer
     manual = [logits[t - 1, ro.input_ids[0, t]].item() for t in range(1, length)]
     assert logp[0, 1:length].tolist() == pytest.approx(manual, abs=1e-5)
     assert logp[:, 0].eq(0).all()
+
+
+def test_rollouts_of_consecutive_prompt_slices_concatenate_to_the_whole_rollout(tokenizer):
+    """`concat_rollouts` (how run_rl joins the processes' shares): greedy completions do not depend on the
+    batch, so the joined slices equal one rollout of every prompt, padding and prompt indices included."""
+    gen, params = HFGenerator(tiny_policy(tokenizer), tokenizer), SamplingParams(temperature=0, max_tokens=4)
+    whole = rollout(gen, tokenizer, PROMPTS, params)
+    parts = [rollout(gen, tokenizer, PROMPTS[a:b], params) for a, b in ((0, 3), (3, 4), (4, 8))]
+    joined = concat_rollouts(parts, [0, 3, 4], tokenizer.pad_token_id)
+    assert [p.input_ids.shape[1] for p in parts] != [whole.input_ids.shape[1]] * 3  # padding does differ
+    for name in ("input_ids", "attention_mask", "response_mask", "logp_old"):
+        torch.testing.assert_close(getattr(joined, name), getattr(whole, name), atol=1e-5, rtol=0, msg=name)
+    assert (joined.prompt_index, joined.prompt_ids, joined.texts) == (
+        whole.prompt_index,
+        whole.prompt_ids,
+        whole.texts,
+    )
+    with pytest.raises(ValueError, match="2 parts for 1 offsets"):
+        concat_rollouts(parts[:2], [0], 0)
 
 
 def test_length_sorted_forwards_equal_one_pass_in_values_and_gradients(tokenizer):
