@@ -189,7 +189,21 @@ def world() -> tuple[int, int]:
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         return 1, 0
     state = _state()
+    check_world(state.num_processes)
     return state.num_processes, state.process_index
+
+
+def check_world(num_processes: int) -> None:
+    """Refuse a launch whose processes did not join one group: each would run, and write, the whole run.
+
+    On a machine without a GPU, torchrun's launch (`accelerate launch --multi_gpu` or `--use_fsdp`) leaves
+    every process alone unless ACCELERATE_USE_CPU=1, and accelerate never shards (FSDP) on CPU."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != num_processes:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE) but accelerate joined {num_processes}; on CPU "
+            "launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (DDP over gloo)"
+        )
 
 
 def barrier() -> None:
