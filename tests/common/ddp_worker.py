@@ -92,7 +92,6 @@ def run(out: Path, report: Path, audit: bool = True) -> dict:
     """The SFT stage and the RL chunk; returns (and writes to REPORT) this process's summary. `audit`
     False: no audit hook (it cannot be removed again: for a run inside a longer-lived process)."""
     t0 = time.perf_counter()
-    torch.set_num_threads(1)
     n_procs, rank = world()
     writes = audit_writes(out) if audit else []
     tok = word_tokenizer()
@@ -170,4 +169,5 @@ def run(out: Path, report: Path, audit: bool = True) -> dict:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     run(Path(sys.argv[1]), Path(sys.argv[2]))
