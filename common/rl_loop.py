@@ -32,9 +32,9 @@ weights into the engine in place (vLLM's worker `reload_weights`, through `LLM.c
 rollouts always sample the current policy. Log pi_old is recomputed with the training model either way, so the engine's log-probs never
 enter a loss.
 
-Under `accelerate launch` each process samples a share of the chunk's prompts, every process holds
-the gathered rollout, and each minibatch is split over the processes with its gradients summed; only the
-main process writes (`common.rl_parallel`).
+With `data_parallel=True` under `accelerate launch`, each process samples a share of the chunk's prompts,
+every process holds the gathered rollout, and each minibatch is split over the processes with its
+gradients summed; only the main process writes (`common.rl_parallel`).
 
 Departures from the official code: one Adam optimizer kept across chunks (the code makes a new one
 per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_norm`, None = off).
@@ -230,6 +230,7 @@ def run_rl(
     forward_batch_size: int | None = None,
     policy_loss: PolicyLoss | None = None,
     initial_eval: dict[str, float] | None = None,
+    data_parallel: bool = False,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -245,6 +246,9 @@ def run_rl(
     losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
     `initial_eval`: what `evaluate` returns for the untrained policy when that is known already (the
     same starting policy is evaluated once for every arm of a comparison); None: `evaluate(policy)`.
+    `data_parallel`: every process of an `accelerate launch` calls `run_rl` with the same arguments and
+    they share each chunk (`common.rl_parallel`); False: this process runs the whole run alone (callers
+    that run RL on the main process only, or in a worker pool).
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -252,7 +256,7 @@ def run_rl(
         raise ValueError(
             "run_rl: algorithm 'ppo' needs a critic (a module (input_ids, attention_mask) -> [batch, seq])"
         )
-    n_procs, rank = world()
+    n_procs, rank = world() if data_parallel else (1, 0)
     if n_procs > 1 and policy_loss is not None:
         raise ValueError(
             f"run_rl: a policy_loss under {n_procs} processes is not supported (its aggregation over a "
@@ -385,7 +389,8 @@ def run_rl(
     if main:
         write_curve(curve, out)
         atomic_write_json(out / "config.json", asdict(cfg))
-    barrier()  # no process returns before the main one has written the run
+    if n_procs > 1:
+        barrier()  # no process returns before the main one has written the run
     return curve
 
 

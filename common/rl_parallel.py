@@ -1,4 +1,6 @@
-"""`run_rl` under `accelerate launch` (N processes, e.g. DDP over gloo on CPU): the data-parallel pieces.
+"""`run_rl(..., data_parallel=True)` under `accelerate launch` (N processes, e.g. DDP over gloo on CPU):
+the data-parallel pieces. Opt-in, because the papers' drivers run RL on the main process only (or in a
+worker pool): there a collective would wait forever for processes that never call it.
 
 - Rollouts: each process samples a contiguous `share` of the chunk's prompts (sampling seed offset by its
   rank) and the shares are gathered (`sharded_rollout`), so every process holds the whole chunk's

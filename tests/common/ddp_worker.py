@@ -150,6 +150,7 @@ def run(out: Path, report: Path, audit: bool = True) -> dict:
         evaluate=lambda model: {},
         generator_factory=recording_generator,
         initial_eval={},
+        data_parallel=True,
     )
     seconds = {"sft": t_sft - t0, "rl": time.perf_counter() - t_sft}
     report.mkdir(parents=True, exist_ok=True)

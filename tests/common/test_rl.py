@@ -369,6 +369,25 @@ def test_evaluate_pass_at_k_greedy_and_sampled(tokenizer):
 # --- bad inputs --------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)
+def test_under_a_launch_run_rl_runs_alone_unless_data_parallel(tokenizer, tmp_path, monkeypatch):
+    """The papers' drivers call run_rl on the main process only: without `data_parallel` it must not wait
+    for the other processes (no collective), and it writes its run as in a plain process."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    cfg = RLConfig(
+        output_dir=str(tmp_path),
+        chunks=1,
+        prompts_per_chunk=2,
+        max_tokens=3,
+        progress=False,
+        report_to="none",
+    )
+    run_rl(tiny_policy(tokenizer), tokenizer, PROMPTS, target_reward(tokenizer), cfg)
+    assert (tmp_path / "rl_state.pt").exists() and (tmp_path / "curve.csv").exists()
+    assert not torch.distributed.is_initialized()
+
+
 def test_bad_inputs_raise_one_clear_error(tokenizer, tmp_path):
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="mask shape"):
