@@ -29,8 +29,8 @@ Generator`, called at the start of every chunk with the current policy, lets a c
 another engine; `VLLMPolicyEngine` (`common.generation_vllm`) is the vLLM one: it saves the policy
 once, starts a vLLM engine on that folder, and before each later chunk copies the policy's updated
 weights into the engine in place (vLLM's worker `reload_weights`, through `LLM.collective_rpc`), so
-rollouts always sample the current policy. Log pi_old is recomputed with the training model either way, so the engine's log-probs never
-enter a loss.
+rollouts always sample the current policy. Log pi_old is recomputed with the training model either way,
+so the engine's log-probs never enter a loss.
 
 With `data_parallel=True` under `accelerate launch`, each process samples a share of the chunk's prompts,
 every process holds the gathered rollout, and each minibatch is split over the processes with its

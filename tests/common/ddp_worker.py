@@ -4,8 +4,8 @@
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/common/ddp_worker.py OUT REPORT
 
 The global batch is the same at any world size: SFT steps take 4 micro-batches of 2 examples (grad_accum
-= 4 / processes), and run_rl splits each minibatch over the processes. Rollouts are greedy, so they do not
-depend on which process samples which prompt. No dropout. The run writes under OUT (sft/, rl/); each
+= 4 / processes), and run_rl (data_parallel=True) splits each minibatch over the processes. Rollouts are
+greedy, so they do not depend on which process samples which prompt. No dropout. The run writes under OUT (sft/, rl/); each
 process writes, outside OUT, REPORT/rank<r>.json (SFT losses, the RL curve, the prompts it sampled, every
 file operation it made under OUT, from an audit hook) and REPORT/rank<r>.pt (final parameters).
 """
