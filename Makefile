@@ -16,11 +16,11 @@ TEST_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: help setup reproduce test test-fast bench tables lint format versions clean-venv
+.PHONY: help setup reproduce reproduce-all test test-fast bench tables lint format versions clean-venv
 
 help: ## this list: every target, its options and the papers
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' \
-		| awk -F'\t' '{printf "  make %-11s %s\n", $$1, $$2}'
+		| awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  PAPER=<slug> [SCALE=toy|small|paper] [SET=\"key.path=value ...\"] for reproduce"
 	@echo "papers: $(PAPERS)"
 
@@ -47,6 +47,9 @@ endif
 reproduce: $(STAMP) ## run one paper end to end: PAPER=<slug> [SCALE=toy] [SET="rm.lr=3e-4 seeds=[0]"]
 	@test -n "$(PAPER)" || { echo "error: set PAPER=<slug> (one of: $(PAPERS))"; exit 2; }
 	$(PY) -m common.reproduce $(PAPER) --scale $(SCALE) $(foreach s,$(SET),--set $(s))
+
+reproduce-all: $(STAMP) ## every paper in turn at SCALE (default toy): a line per paper, then a table of wall times
+	$(PY) -m common.reproduce_all --scale $(SCALE) --log-dir runs/logs
 
 test: $(STAMP) ## the whole test suite (what CI runs)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q

@@ -5,7 +5,8 @@
     texts = [r.text for r in replies if r.ok]               # failures are recorded, never scored
 
 Retries are the `openai` client's own (`max_retries`: exponential backoff with jitter, honouring
-`Retry-After`, on connection errors, 408/409/429 and 5xx); each request has a timeout (`timeout_s`);
+`Retry-After`, on connection errors, 408/409/429 and 5xx), its first wait `backoff_s` (openai's 0.5 s,
+doubled per retry up to 16x, less <= 25 % jitter); each request has a timeout (`timeout_s`);
 at most `concurrency` requests are in flight. A call that still fails returns a `ChatReply` with
 `error` set instead of raising, so one bad item never ends a run of thousands. A model spec
 `openai:<name>` means the OpenAI API (`$OPENAI_BASE_URL` / `$OPENAI_API_KEY`) with that model.
@@ -13,14 +14,17 @@ at most `concurrency` requests are in flight. A call that still fails returns a 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 
 from tqdm.auto import tqdm
 
 Messages = list[dict]
+OPENAI_FIRST_WAIT_S = 0.5  # the openai client's first backoff (INITIAL_RETRY_DELAY); backoff_s scales it
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,26 @@ def parse_model_spec(spec: str) -> tuple[str | None, str | None]:
     return url, model or None
 
 
+@cache
+def _openai_client_class() -> type:
+    """`openai.OpenAI` whose own backoff (not a server's `Retry-After`) is scaled by `backoff_scale`
+    (an override of a private method of the openai client: tests/common/test_chat.py pins its effect)."""
+    import openai
+
+    class ScaledBackoffOpenAI(openai.OpenAI):
+        backoff_scale = 1.0
+
+        def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None) -> float:
+            wait = super()._calculate_retry_timeout(remaining_retries, options, response_headers)
+            asked = self._parse_retry_after_header(response_headers)
+            # the parent returns the asked wait itself when it honours Retry-After (0 < asked <= 120 s; a
+            # date is parsed twice, so allow for the clock moving between the two)
+            honoured = asked is not None and math.isclose(wait, asked, abs_tol=0.01)
+            return wait if honoured else wait * self.backoff_scale
+
+    return ScaledBackoffOpenAI
+
+
 class ChatClient:
     """An OpenAI-compatible chat endpoint; `base_url=None` is the OpenAI API (`$OPENAI_BASE_URL`)."""
 
@@ -72,6 +96,7 @@ class ChatClient:
         system_prompt: str | None = None,
         timeout_s: float = 120.0,
         max_retries: int = 5,
+        backoff_s: float = OPENAI_FIRST_WAIT_S,
         concurrency: int = 8,
         progress: bool = False,
     ):
@@ -79,15 +104,18 @@ class ChatClient:
 
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {backoff_s}")
         self._openai = openai
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # a local server takes any key
-        self.client = openai.OpenAI(
+        self.client = _openai_client_class()(
             base_url=base_url, api_key=key, timeout=timeout_s, max_retries=max_retries
         )
+        self.client.backoff_scale = backoff_s / OPENAI_FIRST_WAIT_S
         self.base_url, self.model = base_url, model
         self.max_tokens, self.temperature, self.top_p, self.seed = max_tokens, temperature, top_p, seed
         self.system_prompt, self.timeout_s, self.max_retries = system_prompt, timeout_s, max_retries
-        self.concurrency, self.progress = concurrency, progress
+        self.backoff_s, self.concurrency, self.progress = backoff_s, concurrency, progress
 
     @property
     def name(self) -> str:
@@ -106,6 +134,7 @@ class ChatClient:
             "system_prompt": self.system_prompt,
             "timeout_s": self.timeout_s,
             "max_retries": self.max_retries,
+            "backoff_s": self.backoff_s,
         }
 
     def served_model(self) -> str:

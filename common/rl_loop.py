@@ -26,11 +26,15 @@ functions of (seed, chunk), never of the RNG state left by earlier chunks).
 
 Rollout backend: by default an `HFGenerator` over the in-memory policy. `generator_factory(policy) ->
 Generator`, called at the start of every chunk with the current policy, lets a caller roll out with
-another engine; `VLLMPolicyEngine` is the vLLM one: it saves the policy once, starts a vLLM engine on
-that folder, and before each later chunk copies the policy's updated weights into the engine in place
-(vLLM's worker `reload_weights`, through `LLM.collective_rpc`), so rollouts always sample the current
-policy. Log pi_old is recomputed with the training model either way, so the engine's log-probs never
-enter a loss.
+another engine; `VLLMPolicyEngine` (`common.generation_vllm`) is the vLLM one: it saves the policy
+once, starts a vLLM engine on that folder, and before each later chunk copies the policy's updated
+weights into the engine in place (vLLM's worker `reload_weights`, through `LLM.collective_rpc`), so
+rollouts always sample the current policy. Log pi_old is recomputed with the training model either way,
+so the engine's log-probs never enter a loss.
+
+With `data_parallel=True` under `accelerate launch`, each process samples a share of the chunk's prompts,
+every process holds the gathered rollout, and each minibatch is split over the processes with its
+gradients summed; only the main process writes (`common.rl_parallel`).
 
 Departures from the official code: one Adam optimizer kept across chunks (the code makes a new one
 per chunk and reloads the model from disk); gradient-norm clipping (`max_grad_norm`, None = off).
@@ -42,7 +46,6 @@ import csv
 import json
 import os
 import pickle
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +54,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from common.generation import Generator, HFGenerator, SamplingParams, VLLMGenerator, save_for_vllm
+from common.generation import Generator, HFGenerator, SamplingParams
+from common.generation_vllm import VLLMPolicyEngine as VLLMPolicyEngine  # papers import it from here
 from common.rl import (
     BUCKET_ROWS,
     LOSS_NORMS,
@@ -61,11 +65,11 @@ from common.rl import (
     ppo_clip_loss,
     reinforce_loss,
     reward_is_q_advantages,
-    rollout,
     sequence_logprobs,
     value_loss,
 )
-from common.stages import StageError, atomic_write_json, temp_path
+from common.rl_parallel import minibatch_shares, sharded_rollout, share, sum_gradients, sum_over_processes
+from common.stages import StageError, atomic_write_json, barrier, temp_path, world
 from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo", "grpo")
@@ -165,15 +169,22 @@ def _std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _step(
-    loss: torch.Tensor,
+    loss: torch.Tensor | None,
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     clip: float | None,
     norm: bool = False,
+    n_procs: int = 1,
 ) -> float | None:
-    """One optimizer step; returns the gradient norm before clipping when `clip` is set or `norm` asked."""
+    """One optimizer step; returns the gradient norm before clipping when `clip` is set or `norm` asked.
+
+    With `n_procs` > 1, `loss` is this process's weighted share (None: no rows here) and the gradients are
+    summed over the processes first, so every process steps on the whole minibatch's gradient."""
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss is not None:
+        loss.backward()
+    if n_procs > 1:
+        sum_gradients(model)
     total = None
     if clip is not None:
         total = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
@@ -207,49 +218,6 @@ def write_curve(curve: list[dict], out_dir: str | Path, name: str = "curve") -> 
     return out
 
 
-class VLLMPolicyEngine:
-    """A vLLM engine that follows a policy being trained: `engine(policy) -> Generator`.
-
-    The first call saves `policy` + `tokenizer` under `workdir` and starts the engine there
-    (`common.generation.VLLMGenerator`, in this process); every later call copies the policy's current
-    weights into the engine in place (`reload_weights` on the worker, checkpoint-format names, so vLLM
-    fuses q/k/v and gate/up itself) and drops the prefix cache. Weights are not re-copied when the
-    call is for the same policy object with unchanged parameters (same tensor versions); another
-    policy object is always copied in. `engine_kwargs` go to the vLLM engine (e.g.
-    `gpu_memory_utilization=0.3` to leave room for training on one GPU).
-    """
-
-    def __init__(self, tokenizer, workdir: str | Path, seed: int = 0, **engine_kwargs):
-        self.tokenizer, self.workdir, self.seed = tokenizer, Path(workdir), seed
-        self.engine_kwargs = engine_kwargs
-        self.generator, self.syncs = None, 0
-        self._synced: tuple[weakref.ref, tuple[int, ...]] | None = None  # (policy, its tensor versions)
-
-    def _state(self, policy: torch.nn.Module) -> tuple[weakref.ref, tuple[int, ...]]:
-        return weakref.ref(policy), tuple(p._version for p in policy.parameters())
-
-    def __call__(self, policy: torch.nn.Module) -> Generator:
-        ref, versions = self._state(policy)
-        if self.generator is None:
-            path = save_for_vllm(policy, self.tokenizer, self.workdir / "policy_for_vllm")
-            self.generator = VLLMGenerator(path, seed=self.seed, **self.engine_kwargs)
-        elif self._synced is None or self._synced[0]() is not policy or self._synced[1] != versions:
-            self.sync(policy)  # another policy object, or this one was updated since the last call
-        self._synced = (ref, versions)
-        return self.generator
-
-    @torch.no_grad()
-    def sync(self, policy: torch.nn.Module) -> None:
-        """Copy every weight of `policy` (HF names) into the running engine."""
-        weights = [(name, t.detach()) for name, t in policy.state_dict().items()]
-        llm = self.generator.llm
-        llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True}
-        )
-        llm.reset_prefix_cache()
-        self.syncs += 1
-
-
 def run_rl(
     policy: torch.nn.Module,
     tokenizer,
@@ -263,6 +231,7 @@ def run_rl(
     forward_batch_size: int | None = None,
     policy_loss: PolicyLoss | None = None,
     initial_eval: dict[str, float] | None = None,
+    data_parallel: bool = False,
 ) -> list[dict]:
     """Train `policy` in place for `cfg.chunks` chunks; return the curve (one dict per evaluation).
 
@@ -278,6 +247,9 @@ def run_rl(
     losses); its `prepare(policy, rollout)` runs without gradients after log pi_old is recorded.
     `initial_eval`: what `evaluate` returns for the untrained policy when that is known already (the
     same starting policy is evaluated once for every arm of a comparison); None: `evaluate(policy)`.
+    `data_parallel`: every process of an `accelerate launch` calls `run_rl` with the same arguments and
+    they share each chunk (`common.rl_parallel`); False: this process runs the whole run alone (callers
+    that run RL on the main process only, or in a worker pool).
     """
     if not prompts:
         raise ValueError("run_rl: no prompts")
@@ -285,8 +257,15 @@ def run_rl(
         raise ValueError(
             "run_rl: algorithm 'ppo' needs a critic (a module (input_ids, attention_mask) -> [batch, seq])"
         )
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    n_procs, rank = world() if data_parallel else (1, 0)
+    if n_procs > 1 and policy_loss is not None:
+        raise ValueError(
+            f"run_rl: a policy_loss under {n_procs} processes is not supported (its aggregation over a "
+            "minibatch is unknown, so the processes' shares cannot be weighted); run it in one process"
+        )
+    main, out = rank == 0, Path(cfg.output_dir)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr) if critic is not None else None
     curve, start, steps = [], 0, 0
@@ -309,13 +288,17 @@ def run_rl(
         curve.append(
             {"chunk": 0, "step": 0, **(initial_eval if initial_eval is not None else evaluate(policy))}
         )
-    tracker = start_tracker(cfg.report_to, out / "tensorboard", run_name=out.name, config=asdict(cfg))
+    tracker = start_tracker(
+        cfg.report_to if main else "none", out / "tensorboard", run_name=out.name, config=asdict(cfg)
+    )
     if start == 0 and curve:
         tracker.log(_scalars(curve[0]), step=0)
     gen = None
     if generator_factory is None:
         gen = HFGenerator(policy, tokenizer, batch_size=cfg.generation_batch_size, progress=False)
-    bar = tqdm(range(start, cfg.chunks), desc=f"rl {cfg.algorithm}", disable=not cfg.progress, leave=False)
+    bar = tqdm(
+        range(start, cfg.chunks), desc=f"rl {cfg.algorithm}", disable=not (cfg.progress and main), leave=False
+    )
     for k in bar:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * (cfg.warm_lr_factor if k < cfg.warm_chunks else 1.0)
@@ -328,7 +311,8 @@ def run_rl(
         )
         if generator_factory is not None:
             gen = generator_factory(policy)
-        ro = rollout(gen, tokenizer, chunk_prompts(prompts, k, cfg.prompts_per_chunk, cfg.seed), params)
+        chunk = chunk_prompts(prompts, k, cfg.prompts_per_chunk, cfg.seed)
+        ro = sharded_rollout(gen, tokenizer, chunk, params, n_procs, rank)
         ro = ro.to(next(policy.parameters()).device)
         mask = ro.response_mask
         policy.eval()
@@ -361,22 +345,33 @@ def run_rl(
         for _ in range(cfg.inner_epochs):
             order = torch.randperm(len(ro), generator=order_rng)
             for s in range(0, len(ro), cfg.minibatch_size):
-                idx = order[s : s + cfg.minibatch_size]
+                batch = order[s : s + cfg.minibatch_size]
+                idx = batch[share(len(batch), n_procs, rank)]  # all of it in one process
                 mb_mask = mask[idx]
-                logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
-                norm = {"norm": cfg.loss_norm, "max_tokens": cfg.max_tokens}
-                if policy_loss is not None:
-                    loss = policy_loss(policy, ro, idx, advantages[idx])
-                elif cfg.algorithm == "reinforce":
-                    loss = reinforce_loss(logp, advantages[idx], mb_mask, **norm)
-                else:
-                    loss = ppo_clip_loss(logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip, **norm)
-                norms.append(_step(loss, policy, opt, cfg.max_grad_norm, cfg.log_grad_norm))
+                token_share, loss_share = minibatch_shares(mask, batch, idx, cfg.loss_norm)
+                loss = None
+                if len(idx):
+                    logp = sequence_logprobs(policy, ro.input_ids[idx], ro.attention_mask[idx])
+                    norm = {"norm": cfg.loss_norm, "max_tokens": cfg.max_tokens}
+                    if policy_loss is not None:
+                        loss = policy_loss(policy, ro, idx, advantages[idx])
+                    elif cfg.algorithm == "reinforce":
+                        loss = reinforce_loss(logp, advantages[idx], mb_mask, **norm)
+                    else:
+                        loss = ppo_clip_loss(
+                            logp, ro.logp_old[idx], advantages[idx], mb_mask, cfg.clip, **norm
+                        )
+                    loss = loss * loss_share  # 1 in one process
+                norms.append(_step(loss, policy, opt, cfg.max_grad_norm, cfg.log_grad_norm, n_procs))
                 steps += 1
-                losses.append(float(loss.detach()))
+                value = torch.zeros((), device=mask.device) if loss is None else loss.detach().float()
+                losses.append(float(sum_over_processes(value) if n_procs > 1 else value))
                 if critic is not None and returns is not None:
-                    v = critic_values(critic, ro.select(idx))
-                    _step(value_loss(v, returns[idx], mb_mask), critic, critic_opt, cfg.max_grad_norm)
+                    v_loss = None
+                    if len(idx):
+                        v = critic_values(critic, ro.select(idx))
+                        v_loss = value_loss(v, returns[idx], mb_mask) * token_share
+                    _step(v_loss, critic, critic_opt, cfg.max_grad_norm, n_procs=n_procs)
         seq_reward = (rewards.sum(1) / mask.sum(1)).mean()
         # token_reward / seq_reward: the training signal (after the reward_fn's normalisation and baseline);
         # reward_fn's own metrics (e.g. reward_raw, correct: before any of it) are logged beside them
@@ -391,13 +386,17 @@ def run_rl(
             bar.set_postfix({key: round(v, 3) for key, v in curve[-1].items() if isinstance(v, float)})
             scalars = curve[-1]
         tracker.log(_scalars(scalars), step=steps)
-        state = {"policy": policy.state_dict(), "opt": opt.state_dict(), "curve": curve, "chunk": k + 1}
-        if critic is not None:
-            state |= {"critic": critic.state_dict(), "critic_opt": critic_opt.state_dict()}
-        _save(out / STATE_FILE, state | {"steps": steps, "config": asdict(cfg)})
+        if main:
+            state = {"policy": policy.state_dict(), "opt": opt.state_dict(), "curve": curve, "chunk": k + 1}
+            if critic is not None:
+                state |= {"critic": critic.state_dict(), "critic_opt": critic_opt.state_dict()}
+            _save(out / STATE_FILE, state | {"steps": steps, "config": asdict(cfg)})
     tracker.finish()
-    write_curve(curve, out)
-    atomic_write_json(out / "config.json", asdict(cfg))
+    if main:
+        write_curve(curve, out)
+        atomic_write_json(out / "config.json", asdict(cfg))
+    if n_procs > 1:
+        barrier()  # no process returns before the main one has written the run
     return curve
 
 

@@ -7,15 +7,21 @@
   "$1000" and "1000.0" are equal. The same helpers grade SVAMP and ASDiv numeric answers.
 - MATH answers: `math_is_correct` parses both sides with `math-verify` and calls `verify(gold, pred)` in
   that order (the function is not symmetric). math-verify enforces its time limits with `signal.alarm`,
-  which only works in the main thread; off the main thread we pass `None` (no limit) instead of failing,
-  so grade in worker processes, not threads, when a limit matters. `last_boxed` extracts `\\boxed{...}`.
+  which only works in the main thread; a call from another thread is sent to one spawned worker process
+  (calls from all threads take turns there), graded in its main thread under the same limits, and graded
+  wrong if no answer comes within `OFF_MAIN_THREAD_WAIT_S` (the worker is then killed and replaced).
+  Without this a pathological answer (`\\boxed{100000000!}`) would run unbounded. `last_boxed` extracts
+  `\\boxed{...}`.
 - Multiple choice: `extract_choice` finds the chosen letter in "The answer is (B)", "B.", "**C**",
   "Answer: D" and similar, and returns None when the text names no letter or names several.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import multiprocessing
+import multiprocessing.pool
 import re
 import threading
 from decimal import Decimal, InvalidOperation
@@ -27,16 +33,23 @@ _NUMBER_RE = re.compile(_NUMBER)
 _STRICT_RE = re.compile(r"\s*(" + _NUMBER + ")")
 # math-verify's own default limit (seconds) for parsing and for each comparison.
 MATH_VERIFY_TIMEOUT_S = 5
+# Off the main thread: the longest wait for the grading worker (two parses and up to four comparisons,
+# each under MATH_VERIFY_TIMEOUT_S there), after which it is killed and the item graded wrong.
+OFF_MAIN_THREAD_WAIT_S = 6 * MATH_VERIFY_TIMEOUT_S
+# Far past any benchmark answer, and below Python's 4,300-digit limit on printing an int.
+MAX_NUMBER_DIGITS = 1000
 
 
 def normalize_number(text: str) -> str | None:
-    """Canonical decimal string of a number such as "$1,000.50" -> "1000.5", "18.0" -> "18"; None if not one."""
+    """Canonical decimal string of a number such as "$1,000.50" -> "1000.5", "18.0" -> "18"; None if not
+    one, or if its magnitude is past 10^+-MAX_NUMBER_DIGITS (a degenerate output such as a run of
+    thousands of "1"s, or "1e999999999", which Python cannot print as an int or would take hours to)."""
     cleaned = text.strip().rstrip(".").replace(",", "").replace("$", "").replace(" ", "")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
         return None
-    if not value.is_finite():
+    if not value.is_finite() or (value and abs(value.adjusted()) > MAX_NUMBER_DIGITS):
         return None
     if value == value.to_integral_value():
         return str(int(value))
@@ -120,8 +133,34 @@ def normalize_math_answer(answer: str) -> str:
 
 
 def _math_verify_timeout() -> int | None:
-    """math-verify's signal-based limit in the main thread; None (no limit) in any other thread."""
+    """math-verify's signal-based limit in the main thread; None in any other thread, which cannot set it."""
     return MATH_VERIFY_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+_worker_lock = threading.Lock()
+_worker: multiprocessing.pool.Pool | None = None
+
+
+def _warm_up() -> bool:
+    return math_is_correct("$1$", "1")  # imports math-verify and builds its parsers once
+
+
+def _math_is_correct_in_worker(pred_text: str, gold: str) -> bool:
+    """`math_is_correct` in the main thread of one spawned worker process, where math-verify's limits
+    hold; False (and a new worker next time) when no answer comes within OFF_MAIN_THREAD_WAIT_S."""
+    global _worker
+    with _worker_lock:  # one call at a time, so the wait bounds this call's own work, not a queue
+        if _worker is None:
+            _worker = multiprocessing.get_context("spawn").Pool(1)
+            atexit.register(_worker.terminate)  # before interpreter shutdown, which Pool.__del__ trips on
+            _worker.apply(_warm_up)  # start-up is not part of any call's wait
+        try:
+            return _worker.apply_async(math_is_correct, (pred_text, gold)).get(OFF_MAIN_THREAD_WAIT_S)
+        except multiprocessing.TimeoutError:
+            atexit.unregister(_worker.terminate)
+            _worker.terminate()
+            _worker = None
+            return False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -139,11 +178,13 @@ def math_is_correct(pred_text: str, gold: str) -> bool:
     The prediction is parsed by math-verify (a `\\boxed{}` answer first, then the last LaTeX or plain
     expression) and compared with `verify(gold, pred)`. When either side cannot be parsed, the normalised
     strings of the gold and of the prediction's last boxed answer are compared instead. Safe to call
-    from any thread: off the main thread math-verify runs without its time limit (see the module doc).
+    from any thread, with a bounded time: off the main thread the call goes to a worker process.
     """
     from math_verify import parse, verify
 
     timeout = _math_verify_timeout()
+    if timeout is None:
+        return _math_is_correct_in_worker(pred_text, gold)
     gold_parsed = list(_parse_gold(gold, timeout))
     pred_parsed = parse(pred_text, parsing_timeout=timeout)
     if gold_parsed and pred_parsed:

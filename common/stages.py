@@ -172,8 +172,11 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
 
 def _state():
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    return PartialState()
+    # accelerate reads ACCELERATE_USE_CPU in AcceleratorState only: a bare PartialState() of a CPU launch
+    # (no GPU) would see no process group and call every process the main one
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def is_main_process() -> bool:
@@ -181,6 +184,28 @@ def is_main_process() -> bool:
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         return True  # no launcher: do not create a process group for nothing
     return _state().is_main_process
+
+
+def world() -> tuple[int, int]:
+    """(number of processes, this process's index) of an `accelerate launch`; (1, 0) in a plain process."""
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        return 1, 0
+    state = _state()
+    check_world(state.num_processes)
+    return state.num_processes, state.process_index
+
+
+def check_world(num_processes: int) -> None:
+    """Refuse a launch whose processes did not join one group: each would run, and write, the whole run.
+
+    On a machine without a GPU, torchrun's launch (`accelerate launch --multi_gpu` or `--use_fsdp`) leaves
+    every process alone unless ACCELERATE_USE_CPU=1, and accelerate never shards (FSDP) on CPU."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != num_processes:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE) but accelerate joined {num_processes}; on CPU "
+            "launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N (DDP over gloo)"
+        )
 
 
 def barrier() -> None:

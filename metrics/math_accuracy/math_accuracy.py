@@ -2,8 +2,8 @@
 
 One implementation: every item is graded by `common.scoring.math_is_correct` (math-verify parses both
 sides and calls `verify(gold, pred)`; when either side cannot be parsed, the normalised last `\\boxed{}`
-answer is compared with the normalised gold). Grade in the main thread or in worker processes: off the
-main thread math-verify runs without its time limit (see `common.scoring`).
+answer is compared with the normalised gold). Any thread keeps math-verify's time limits: off the main
+thread each item goes to one worker process (see `common.scoring`), so the main thread is faster.
 
     import evaluate
     metric = evaluate.load("metrics/math_accuracy/math_accuracy.py")   # a local path: works offline

@@ -74,11 +74,11 @@ def rl_rows(task_name: str, benchmark: str, model: str, sft: dict, runs: list[di
         rows.append(
             _row(setting, model, r["method"], benchmark, pass1 + _suffix(r["factor"]), points(r["test"]))
         )
-        last = r["curve"][-1]
-        for key, name in (("val_pass@1", pass1), ("val_sampled@1", "sampled " + pass1)):
-            if key in last:  # the final validation point (greedy, and sampled at T = 1)
+        final = {pass1: r["curve"][-1]["val_pass@1"], "sampled " + pass1: r.get("val_sampled")}
+        for name, value in final.items():  # the final validation point (greedy, and sampled at T = 1)
+            if value is not None:
                 metric = name + _suffix(r["factor"], "val")
-                rows.append(_row(setting, model, r["method"], benchmark, metric, points(last[key])))
+                rows.append(_row(setting, model, r["method"], benchmark, metric, points(value)))
         metric = "max drawdown" + _suffix(r["factor"], "val")
         rows.append(_row(setting, model, r["method"], benchmark, metric, points(max_drawdown(val))))
     return rows

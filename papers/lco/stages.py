@@ -1,9 +1,10 @@
 """LCO's stages, each cached under `runs/lco/<scale>/` by a hash of its settings (`--force` reruns it):
 
 - `stability_job`: one run of the GRU stability check (arm, lr, seed), a JSON file per run;
-- `sft_stage`: the starting policy's greedy Pass@1 on the curve (validation) and test problems;
+- `sft_stage`: the starting policy's greedy Pass@1 on the curve (validation) and test problems, and its
+  sampled validation Pass@1;
 - `rl_stage`: one RL run (method, lr factor, seed) through `common.rl_loop.run_rl` (resumable per chunk),
-  then greedy Pass@1 on the test problems.
+  then greedy Pass@1 on the test problems and sampled Pass@1 on the validation problems.
 The RL regime is `config.regime(cfg.rl)`: fields left None are read from `GateConfig()` when the run starts,
 and the hash covers the resolved values, so a recalibrated gate reruns the RL stages.
 """
@@ -25,7 +26,7 @@ from papers.lco.config import METHODS, LCOConfig, RLConfigLCO, regime
 from papers.lco.data import Task, make_task
 from papers.lco.stability import run_arm
 
-VERSION = 1
+VERSION = 2  # 2: sampled Pass@1 at the start and end of a run only (was every curve point)
 WARM_LR_FACTOR = 0.1  # the gate's run_seed: lr x 0.1 for its warm_chunks
 
 
@@ -84,14 +85,17 @@ def pass_at_1(
     )["pass@1"]
 
 
-def val_scores(model, tok, task: Task, rl: RLConfigLCO, generator=None) -> dict[str, float]:
-    """The curve's evaluation: greedy Pass@1 and (sampled_n > 1) sampled Pass@1 at T = 1, seed 1 (the gate's)."""
-    out = {"val_pass@1": pass_at_1(model, tok, task.val, task, rl.max_tokens, generator)}
-    if rl.sampled_n > 1:
-        out["val_sampled@1"] = pass_at_1(
-            model, tok, task.val, task, rl.max_tokens, generator, n=rl.sampled_n, seed=1
-        )
-    return out
+def val_greedy(model, tok, task: Task, rl: RLConfigLCO, generator=None) -> dict[str, float]:
+    """A curve point: greedy Pass@1 on the validation problems (the drawdown is over these)."""
+    return {"val_pass@1": pass_at_1(model, tok, task.val, task, rl.max_tokens, generator)}
+
+
+def val_sampled(model, tok, task: Task, rl: RLConfigLCO, generator=None) -> float | None:
+    """Sampled Pass@1 at T = 1 from `sampled_n` samples per validation problem, seed 1 (the gate's); None when
+    `sampled_n` is 1. Measured at the start and at the end of a run only: the curve is greedy."""
+    if rl.sampled_n <= 1:
+        return None
+    return pass_at_1(model, tok, task.val, task, rl.max_tokens, generator, n=rl.sampled_n, seed=1)
 
 
 def sft_stage(cfg: LCOConfig, work: Path, force: bool, data_dir: str | None = None) -> dict:
@@ -103,10 +107,10 @@ def sft_stage(cfg: LCOConfig, work: Path, force: bool, data_dir: str | None = No
     def compute() -> dict:
         path, task = policy_path(rl), task_of(rl, data_dir)
         tok, policy = load_tokenizer(path), load_causal_lm(path, dtype=torch.float32, device=_device())
-        scores = val_scores(policy, tok, task, rl)
+        scores = val_greedy(policy, tok, task, rl)
         return {
             "val": scores["val_pass@1"],
-            "val_sampled": scores.get("val_sampled@1"),
+            "val_sampled": val_sampled(policy, tok, task, rl),
             "eval": scores,
             "test": pass_at_1(policy, tok, task.test, task, rl.max_tokens),
         }
@@ -188,13 +192,22 @@ def rl_stage(
             verifier_reward(tok, task.train.prompts, task.train.answers, task.is_correct, kind),
             run,
             critic=critic,
-            evaluate=lambda m: val_scores(m, tok, task, rl, gen()),
+            evaluate=lambda m: val_greedy(m, tok, task, rl, gen()),
             initial_eval=initial_eval,  # the SFT policy's evaluation (same policy, same deterministic eval)
             generator_factory=(lambda p: engine(p)) if engine else None,
             forward_batch_size=rl.forward_batch_size,
             policy_loss=policy_loss,
         )
         test = pass_at_1(policy, tok, task.test, task, rl.max_tokens, gen())
-        return {"method": method, "factor": factor, "lr": run.lr, "seed": seed, "curve": curve, "test": test}
+        sampled = val_sampled(policy, tok, task, rl, gen())
+        return {
+            "method": method,
+            "factor": factor,
+            "lr": run.lr,
+            "seed": seed,
+            "curve": curve,
+            "test": test,
+            "val_sampled": sampled,
+        }
 
     return cached_json(out / "result.json", force, compute)

@@ -139,12 +139,15 @@ def teacher_path(task: Task, cfg: McckdConfig, root: Path) -> Path:
 
 def teacher_samples(task: Task, cfg: McckdConfig, path: Path, force: bool = False) -> dict[str, list[str]]:
     """`teacher.samples` rationales per train question, cached in `path` (JSONL {key, rationales[,
-    errors]}), appended `teacher.chunk` questions at a time: a killed run resumes after the last chunk."""
+    errors]}), appended `teacher.chunk` questions at a time: a killed run resumes after the last chunk.
+    A question with a failed call keeps its other rationales for this run (the failed ones give none) and
+    is asked again, all K, by the next run; its latest record counts."""
     if force:
         path.unlink(missing_ok=True)
     keys = [q["id"] for q in task.train]
-    done = {r["key"]: r["rationales"] for r in read_jsonl(path)}
-    todo = [i for i, key in enumerate(keys) if key not in done]
+    saved = {r["key"]: r for r in read_jsonl(path)}
+    done = {key: r["rationales"] for key, r in saved.items()}
+    todo = [i for i, key in enumerate(keys) if key not in saved or saved[key].get("errors")]
     if todo:
         sample = (_endpoint_sampler if cfg.teacher.endpoint else _local_sampler)(task, cfg)
         with tqdm(total=len(keys), initial=len(keys) - len(todo), desc="teacher") as bar:
@@ -165,7 +168,8 @@ def teacher_stage(task: Task, cfg: McckdConfig, root: Path, force: bool = False)
     path = teacher_path(task, cfg, root)
     if force and is_main_process():
         path.unlink(missing_ok=True)
-    todo = {q["id"] for q in task.train} - {r["key"] for r in read_jsonl(path)}
+    saved = {r["key"]: r for r in read_jsonl(path)}
+    todo = {q["id"] for q in task.train if q["id"] not in saved or saved[q["id"]].get("errors")}
     if todo and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RuntimeError(
             f"mcckd: {len(todo)} {task.name} questions lack teacher samples; run `python -m common.reproduce "

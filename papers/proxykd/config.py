@@ -32,6 +32,8 @@ class TeacherConfig:
     """Endpoint requests in flight at once (ours)."""
     timeout_s: float = 120.0
     max_retries: int = 5
+    backoff_s: float = 0.5
+    """The client's first wait before a retry, doubled per retry (common.chat; the openai client's 0.5 s)."""
     min_answered: float = 0.95
     """Fewer answered prompts than this share (after failed calls and empty answers) stops the run with
     one line; what was answered stays cached and a rerun retries only the rest (ours)."""

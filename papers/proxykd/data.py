@@ -2,7 +2,7 @@
 
     task = markov_task(cfg, seed=0)     # the spec's toy: a black-box Markov chain, GRU proxy and student
     task = real_task(cfg, data_dir)     # GSM8K train questions, an HF / endpoint teacher, HF proxy + student
-    task.ask(prompts, seed)             # the teacher, text only: [(answer | None, error | None)]
+    task.ask(prompts, indices)          # the teacher, text only: [(answer | None, error | None)]
     task.encode(prompt, answer)         # {input_ids, labels}: labels on the answer (+ EOS) only
     task.new_model("proxy" | "student", seed); task.sample(model, prompts, seed, proxy_cfg)
     task.evaluate(model)                # {benchmark: {metric: value}}, values in the published units
@@ -95,9 +95,9 @@ def markov_task(cfg: ProxyKDConfig, seed: int) -> Task:
     n = sp.n_warmup + sp.n_proxy + sp.n_student
     test = chain.sample_ids(cfg.eval.n_test, seed=10_000 + seed)
 
-    def ask(prompts, start: int):
+    def ask(prompts, indices):
         texts = chain.sample_texts(
-            len(prompts), seed=1_000 * (seed + 1) + start, temperature=cfg.teacher.temperature
+            len(prompts), seed=1_000 * (seed + 1) + indices[0], temperature=cfg.teacher.temperature
         )
         return [(t, None) for t in texts]
 
@@ -223,7 +223,7 @@ def reference_asker(rows: list[dict]) -> Asker:
         for r in rows
     }
 
-    def ask(prompts, start: int):
+    def ask(prompts, indices):
         return [
             (by_prompt[p], None) if p in by_prompt else (None, "not a GSM8K train question") for p in prompts
         ]

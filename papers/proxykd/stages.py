@@ -60,7 +60,8 @@ start: the student untrained (the reference level; useful where it starts from a
 def teacher_stage(task: Task, cfg: ProxyKDConfig, root: Path) -> list[dict]:
     """{id, prompt, answer} for every prompt the teacher answered (papers/proxykd/teacher.py)."""
     t = cfg.teacher
-    operational = ("chunk", "concurrency", "timeout_s", "max_retries", "min_answered")  # not the answers
+    # settings that do not change the answers, so changing them keeps the cache
+    operational = ("chunk", "concurrency", "timeout_s", "max_retries", "backoff_s", "min_answered")
     what = {k: v for k, v in asdict(t).items() if k not in operational}
     key = stage_hash({"teacher": what, "task": task.key, "name": task.name})
     path = root / "teacher" / f"{task.name}-{key}.jsonl"

@@ -4,10 +4,13 @@
     ask = local_asker(generator, cfg.teacher)    # any common.generation Generator (HF / vLLM)
     answers = teacher_answers(ids, prompts, ask, path, chunk=256, min_answered=0.95, who="teacher")
 
-`ask(prompts, seed) -> [(text | None, error | None)]`. Answers go to `path` (JSONL {id, text}), appended a
-chunk at a time and fsync'd, so a killed run resumes after the last complete chunk. A failed call or an
-empty answer goes to `<path>.errors.jsonl` ({id, error}) and is never used; a rerun asks only for the
-prompts without an answer. Fewer answers than `min_answered` of the prompts stops with one line
+`ask(prompts, indices) -> [(text | None, error | None)]`, `indices` the prompts' positions in `ids`. An
+endpoint seeds each call with its prompt's index, so a prompt asked again by a rerun (its call failed) is
+sent the seed a run without faults sends it; a local generator seeds the batch with the first index (a
+killed run resumes at a chunk boundary, so it draws the same). Answers go to `path` (JSONL {id, text}),
+appended a chunk at a time and fsync'd, so a killed run resumes after the last complete chunk. A failed
+call or an empty answer goes to `<path>.errors.jsonl` ({id, error}) and is never used; a rerun asks only
+for the prompts without an answer. Fewer answers than `min_answered` of the prompts stops with one line
 (`TeacherError`) naming the cache, which keeps every answer already received.
 """
 
@@ -25,7 +28,7 @@ from common.stages import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 Reply = tuple[str | None, str | None]
-Asker = Callable[[Sequence[str], int], list[Reply]]
+Asker = Callable[[Sequence[str], Sequence[int]], list[Reply]]
 
 
 class TeacherError(RuntimeError):
@@ -46,11 +49,12 @@ def endpoint_asker(teacher) -> Asker:
         temperature=teacher.temperature,
         timeout_s=teacher.timeout_s,
         max_retries=teacher.max_retries,
+        backoff_s=teacher.backoff_s,
         concurrency=teacher.concurrency,
     )
 
-    def ask(prompts: Sequence[str], seed: int) -> list[Reply]:
-        replies = client.chat_many(list(prompts), seeds=[seed + i for i in range(len(prompts))])
+    def ask(prompts: Sequence[str], indices: Sequence[int]) -> list[Reply]:
+        replies = client.chat_many(list(prompts), seeds=list(indices))
         return [(r.text, None) if r.ok else (None, r.error) for r in replies]
 
     return ask
@@ -59,8 +63,10 @@ def endpoint_asker(teacher) -> Asker:
 def local_asker(generator, teacher) -> Asker:
     """One sample per prompt from a local `common.generation` Generator at the teacher's temperature."""
 
-    def ask(prompts: Sequence[str], seed: int) -> list[Reply]:
-        params = SamplingParams(temperature=teacher.temperature, max_tokens=teacher.max_tokens, seed=seed)
+    def ask(prompts: Sequence[str], indices: Sequence[int]) -> list[Reply]:
+        params = SamplingParams(
+            temperature=teacher.temperature, max_tokens=teacher.max_tokens, seed=indices[0]
+        )
         out: list[Reply] = [(None, "no completion")] * len(prompts)
         for c in generator.generate(list(prompts), params):
             out[c.prompt_index] = (c.text, None)
@@ -90,7 +96,7 @@ def teacher_answers(
         with tqdm(total=len(ids), initial=len(ids) - len(todo), desc=who, disable=len(todo) <= chunk) as bar:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
-                replies = ask([prompts[i] for i in part], part[0])
+                replies = ask([prompts[i] for i in part], part)
                 good, bad = [], []
                 for i, (text, error) in zip(part, replies):
                     if error is None and (text is None or not text.strip()):

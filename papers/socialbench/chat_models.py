@@ -141,8 +141,9 @@ class EndpointModel:
         return self.client.name
 
     def settings(self) -> dict:
-        """What the outputs depend on; the timeout and retry count do not, so changing them still resumes."""
-        return {k: v for k, v in self.client.settings().items() if k not in ("timeout_s", "max_retries")}
+        """What the outputs depend on; the timeout and retries do not, so changing them still resumes."""
+        operational = ("timeout_s", "max_retries", "backoff_s")
+        return {k: v for k, v in self.client.settings().items() if k not in operational}
 
     def answer(self, items: list[dict]) -> list[ChatReply]:
         replies = self.client.chat_many([build_prompt(it) for it in items])
@@ -164,6 +165,7 @@ def make_model(
     served_model_name: str | None = None,
     timeout_s: float = 120.0,
     max_retries: int = 5,
+    backoff_s: float = 0.5,
     concurrency: int = 8,
 ) -> Answerer:
     """A model spec -> an `Answerer`: `policy:<p>`, `http(s)://host/v1[#model]`, `openai:<model>`, or a
@@ -178,6 +180,7 @@ def make_model(
             served_model_name or model,
             timeout_s=timeout_s,
             max_retries=max_retries,
+            backoff_s=backoff_s,
             concurrency=concurrency,
             **decoding,
         )

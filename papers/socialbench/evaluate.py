@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     add("--served-model-name", help="endpoint: model name to send (default: first listed)")
     add("--timeout", type=float, default=120.0, help="endpoint: seconds per request")
     add("--retries", type=int, default=5, help="endpoint: the openai client's retries (official: 5)")
+    add("--backoff", type=float, default=0.5, help="endpoint: seconds before the first retry, doubling")
     add("--concurrency", type=int, default=8, help="endpoint: requests in flight")
     add("--seed", type=int, default=0)
     add("--limit", type=int, help="only the first N items of each column (smoke runs)")
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             served_model_name=args.served_model_name,
             timeout_s=args.timeout,
             max_retries=args.retries,
+            backoff_s=args.backoff,
             concurrency=args.concurrency,
         )
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model.rstrip("/").split("/")[-1] or "model")

@@ -58,13 +58,15 @@ def arg_f1(ref_args: str, pred_args: str) -> float | None:
     scores 0. ref {} scores 1 only against pred {}. Otherwise a key of ref counts 1 when pred has it with an
     equal value and 0.5 when pred has it with another value; R = hits / |ref|, P = hits / |pred|,
     F1 = 2PR / (P + R) (0 when P + R = 0). Not symmetric in (ref, pred)."""
+    # Besides JSONDecodeError: ValueError for an int past Python's 4,300-digit limit, RecursionError for
+    # nesting past the recursion limit (degenerate outputs such as "[[[[..."); both are "not JSON" here.
     try:
         ref = json.loads(ref_args)
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     try:
         pred = json.loads(pred_args)
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return 0.0
     if not isinstance(pred, dict):
         return 0.0

@@ -1,6 +1,7 @@
 """Shared by the run_rl tests (test_rl.py, test_rl_loop_policy_loss.py): a word-level tokenizer over 16
 letters, the prompts and the learnable-target reward. Tests import the plain names with
-`from tests.common.conftest import PROMPTS, target_reward`; `tokenizer` is a fixture."""
+`from tests.common.conftest import PROMPTS, target_reward`; `tokenizer` is a fixture (`word_tokenizer()`
+outside pytest)."""
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -11,14 +12,19 @@ TARGET = "c"
 PROMPTS = ["a b", "d e f", "g", "h i j k", "l m", "n", "o p a", "b b"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """The word-level tokenizer: <pad> <s> </s> <unk>, then WORDS (ids 4...)."""
     vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *WORDS])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return word_tokenizer()
 
 
 def target_reward(tokenizer):

@@ -54,6 +54,19 @@ def test_a_server_that_always_fails_gives_an_error_after_every_retry_and_does_no
     assert elapsed < 5
 
 
+def test_backoff_s_scales_the_clients_own_waits_and_a_retry_after_still_wins():
+    with FakeOpenAI("error") as server:
+        ChatClient(server.url, "m", max_retries=2, backoff_s=0.1).chat("hi")
+    gaps = [b[0] - a[0] for a, b in zip(server.requests, server.requests[1:])]
+    assert gaps[0] >= 0.075 and gaps[1] >= 0.15  # 0.1 s then 0.2 s, minus <= 25 % jitter
+    assert gaps[0] < 0.375  # not openai's own first wait (0.5 s, minus jitter)
+    with FakeOpenAI("429", fail_first=1, retry_after=0.8) as server:
+        assert ChatClient(server.url, "m", max_retries=1, backoff_s=0.01).chat("hi").ok
+    assert server.requests[1][0] - server.requests[0][0] >= 0.75  # the server's 0.8 s, not 0.01 s
+    with pytest.raises(ValueError, match="backoff_s must be >= 0"):
+        ChatClient(server.url, "m", backoff_s=-1)
+
+
 def test_429_waits_the_retry_after_the_server_asks_for():
     with FakeOpenAI("429", fail_first=1, retry_after=1.5) as server:
         reply = ChatClient(server.url, "m", max_retries=2).chat("hi")

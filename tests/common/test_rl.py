@@ -10,6 +10,7 @@ import torch
 from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm
 from common.rl import (
+    concat_rollouts,
     gae,
     kl_abs,
     loo_group_baseline,
@@ -204,6 +205,25 @@ def test_rollout_packs_responses_and_logprobs_match_the_training_model(tokenizer
     assert logp[:, 0].eq(0).all()
 
 
+def test_rollouts_of_consecutive_prompt_slices_concatenate_to_the_whole_rollout(tokenizer):
+    """`concat_rollouts` (how run_rl joins the processes' shares): greedy completions do not depend on the
+    batch, so the joined slices equal one rollout of every prompt, padding and prompt indices included."""
+    gen, params = HFGenerator(tiny_policy(tokenizer), tokenizer), SamplingParams(temperature=0, max_tokens=4)
+    whole = rollout(gen, tokenizer, PROMPTS, params)
+    parts = [rollout(gen, tokenizer, PROMPTS[a:b], params) for a, b in ((0, 3), (3, 4), (4, 8))]
+    joined = concat_rollouts(parts, [0, 3, 4], tokenizer.pad_token_id)
+    assert [p.input_ids.shape[1] for p in parts] != [whole.input_ids.shape[1]] * 3  # padding does differ
+    for name in ("input_ids", "attention_mask", "response_mask", "logp_old"):
+        torch.testing.assert_close(getattr(joined, name), getattr(whole, name), atol=1e-5, rtol=0, msg=name)
+    assert (joined.prompt_index, joined.prompt_ids, joined.texts) == (
+        whole.prompt_index,
+        whole.prompt_ids,
+        whole.texts,
+    )
+    with pytest.raises(ValueError, match="2 parts for 1 offsets"):
+        concat_rollouts(parts[:2], [0], 0)
+
+
 def test_length_sorted_forwards_equal_one_pass_in_values_and_gradients(tokenizer):
     """`by_length` (the default of `sequence_logprobs`): rows sorted by length, a few at a time, each group
     cut at its longest row, give one pass's log-probs and gradients (float64), in the original row order,
@@ -347,6 +367,25 @@ def test_evaluate_pass_at_k_greedy_and_sampled(tokenizer):
 
 
 # --- bad inputs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_under_a_launch_run_rl_runs_alone_unless_data_parallel(tokenizer, tmp_path, monkeypatch):
+    """The papers' drivers call run_rl on the main process only: without `data_parallel` it must not wait
+    for the other processes (no collective), and it writes its run as in a plain process."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    cfg = RLConfig(
+        output_dir=str(tmp_path),
+        chunks=1,
+        prompts_per_chunk=2,
+        max_tokens=3,
+        progress=False,
+        report_to="none",
+    )
+    run_rl(tiny_policy(tokenizer), tokenizer, PROMPTS, target_reward(tokenizer), cfg)
+    assert (tmp_path / "rl_state.pt").exists() and (tmp_path / "curve.csv").exists()
+    assert not torch.distributed.is_initialized()
 
 
 def test_bad_inputs_raise_one_clear_error(tokenizer, tmp_path):

@@ -105,7 +105,16 @@ def test_main_process_without_launcher(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert stages.is_main_process() is True
+    assert stages.world() == (1, 0)
     stages.barrier()  # no-op
+
+
+def test_a_launch_whose_processes_did_not_join_is_refused(monkeypatch):
+    """torchrun's launch on a CPU-only machine without ACCELERATE_USE_CPU: WORLD_SIZE 2, a group of 1."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stages.check_world(2)
+    with pytest.raises(RuntimeError, match="2 processes were launched .* joined 1; .*ACCELERATE_USE_CPU=1"):
+        stages.check_world(1)
 
 
 def _square(x):

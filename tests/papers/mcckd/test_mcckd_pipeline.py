@@ -197,7 +197,8 @@ def test_endpoint_teacher_is_concurrent_and_records_failures(server, world_task,
     assert [r["key"] for r in records] == ["q0", "q1", "q2", "q3"]
     assert len(records[1]["errors"]) == 3 and all("InternalServerError" in e for e in records[1]["errors"])
     assert FakeOpenAI.posts == 12 and 1 < FakeOpenAI.peak <= 4  # K x questions, at most `concurrency` at once
-    assert teacher_samples(task, cfg, path) == samples and FakeOpenAI.posts == 12  # cached: no new request
+    # a rerun asks again only the question whose calls failed (its K calls), the rest are cached
+    assert teacher_samples(task, cfg, path) == samples and FakeOpenAI.posts == 15
     rows = teacher_stage(task, cfg, tmp_path / "root")
     assert (
         rows[0]["rationales"][0] == "2 + 3 = 5 apples.\n#### 5"

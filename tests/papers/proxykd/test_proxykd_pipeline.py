@@ -86,9 +86,9 @@ def test_bad_inputs_are_one_line(tiny_cfg, runs, tmp_path, monkeypatch):
         )
     chain_task = markov_task(tiny_cfg, 0)
 
-    def some_fail(prompts, start):
-        good = chain_task.ask(prompts, start)
-        return [(None, "boom") if (start + i) % 3 == 0 else r for i, r in enumerate(good)]
+    def some_fail(prompts, indices):
+        good = chain_task.ask(prompts, indices)
+        return [(None, "boom") if i % 3 == 0 else r for i, r in zip(indices, good)]
 
     monkeypatch.setattr(pipeline, "markov_task", lambda c, seed: replace(chain_task, ask=some_fail))
     monkeypatch.setenv("REPRO_RUNS", str(runs / "fresh"))  # no answers cached by the run above
@@ -118,7 +118,7 @@ def test_a_dead_endpoint_is_one_line_and_an_endpoint_teacher_feeds_the_stages(
         pipeline.reproduce(cfg, results_root=tmp_path)
     assert str(err.value).startswith(f"proxykd toy: proxykd teacher {MODEL_ID}: 0 of 240 prompts answered")
     # a live server that answers in the chain's text and fails 3 calls: the stages get the rest
-    texts = iter(chain_task.ask([""] * 240, 0))
+    texts = iter(chain_task.ask([""] * 240, range(240)))
     with FakeOpenAI(mode="flaky", fail_first=3, reply=lambda p: next(texts)[0]) as server:
         live = replace(teacher, endpoint=server.url, min_answered=0.95)
         task = replace(chain_task, ask=endpoint_asker(live))

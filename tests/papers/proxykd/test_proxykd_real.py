@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_reference_teacher_strips_calculator_marks():
     row = {"question": "Q?", "answer": "72", "rationale": "48/2 = <<48/2=24>>24.\nSo 72."}
-    ((text, error),) = reference_asker([row])([row["question"] + TEACHER_SUFFIX], 0)
+    ((text, error),) = reference_asker([row])([row["question"] + TEACHER_SUFFIX], [0])
     assert error is None and text == "48/2 = 24.\nSo 72.\nTherefore, the answer is 72."
 
 
