@@ -105,7 +105,17 @@ def _results_table(slug: str, scale: str, root: Path | None) -> list[str]:
         "",
         _md_table(header, body),
         "",
+        *_details(slug, scale, root),
     ]
+
+
+DETAILS = "details.md"  # results/<scale>/details.md: markdown a pipeline derives from its own outputs
+
+
+def _details(slug: str, scale: str, root: Path | None) -> list[str]:
+    """A pipeline's own generated markdown (e.g. pass criteria as a table), shown under its results table."""
+    path = paper_dir(slug, root) / "results" / scale / DETAILS
+    return [path.read_text(encoding="utf-8").rstrip(), ""] if path.exists() else []
 
 
 def _delta_cell(claim: ClaimResult) -> str:

@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from common.config import config_dict
 from common.results import paper_dir, write_results
-from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
+from common.stages import atomic_write_json, atomic_write_text, is_main_process, runs_dir, worker_pool
+from common.tables import DETAILS
 from papers.lco.config import LCOConfig, check_config, regime
-from papers.lco.report import plot_rl, plot_stability, rl_rows, run_name, stability_rows
+from papers.lco.report import criteria_markdown, plot_rl, plot_stability, rl_rows, run_name, stability_rows
 from papers.lco.stability import EVAL_EVERY, GROUP, MINIBATCH, PASSES, PROMPTS, check_result
 from papers.lco.stages import rl_stage, sft_stage, stability_job
 
@@ -114,6 +115,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
             out.mkdir(parents=True, exist_ok=True)
             plots += plot_stability(result, out)
             atomic_write_json(out / "stability.json", {k: v for k, v in result.items() if k != "grad_norms"})
+            atomic_write_text(out / DETAILS, criteria_markdown(result))
             extra |= {"stability_passed": result["passed"], "stability_criteria": result["criteria"]}
         runs = [job.result() for job in tqdm(rl_jobs, desc="lco RL runs")]
     if runs:

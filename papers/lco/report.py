@@ -84,6 +84,34 @@ def rl_rows(task_name: str, benchmark: str, model: str, sft: dict, runs: list[di
     return rows
 
 
+def criteria_markdown(result: dict) -> str:
+    """The spec's five pass criteria of the GRU check as a markdown table (means over seeds, points), for
+    results/<scale>/details.md, which `make tables` shows under the results table."""
+    c, cfg = result["criteria"], result["config"]
+    seeds = ", ".join(str(s) for s in cfg.get("seeds", []))
+    yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    pt = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    c1, c2, c3, c4, c5 = (c[k] for k in sorted(c))
+    falls = c5["per_run"]
+    lines = [
+        f"#### The spec's five pass criteria (GRU check, means over seeds {seeds}; `stability.json`)",
+        "",
+        "| criterion | LCO-KLD | baseline | passes |",
+        "|---|---|---|---|",
+        f"| 1. aggressive lr: final token accuracy LCO-KLD > PPO | {pt(c1['LCO-KLD'])} | PPO {pt(c1['PPO'])} "
+        f"| {yes(c1['passed'])} |",
+        f"| 2. aggressive lr: max drawdown LCO-KLD <= PPO | {pt(c2['LCO-KLD'])} | PPO {pt(c2['PPO'])} "
+        f"| {yes(c2['passed'])} |",
+        f"| 3. normal lr: LCO-KLD >= PPO - {pt(c3['tolerance'])} points | {pt(c3['LCO-KLD'])} | PPO "
+        f"{pt(c3['PPO'])} | {yes(c3['passed'])} ({100 * (c3['LCO-KLD'] - c3['PPO']):+.1f}) |",
+        f"| 4. normal lr: LCO-KLD beats PG-IS by >= {pt(c4['gap'])} points | {pt(c4['LCO-KLD'])} | PG-IS "
+        f"{pt(c4['PG-IS'])} | {yes(c4['passed'])} ({100 * (c4['LCO-KLD'] - c4['PG-IS']):+.1f}) |",
+        f"| 5. LCO-KLD's last-quarter gradient norm < first-quarter, every seed and lr | "
+        f"{sum(falls.values())}/{len(falls)} runs | - | {yes(c5['passed'])} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def plot_stability(result: dict, out: Path) -> list[Path]:
     """Accuracy per evaluation and gradient norm per iteration (mean of its optimizer steps), seeds as a band."""
     its = result["iterations"]

@@ -67,6 +67,19 @@ def test_results_table_shows_mean_sd_n_and_the_published_twin(root):
     assert " seed 0 |" not in table and " seed 2 | Llama-3.2-3B-Instruct | SFT |" in per_seed
 
 
+def test_a_pipelines_details_file_is_shown_under_its_results_table(root):
+    twin = results.load_published("qrm", root)[0]
+    results.write_results(
+        "qrm", "small", [{**twin, "value": 60.0}], seeds=[0], config={}, wall_time_s=1.0, root=root
+    )
+    assert "criterion | passes" not in tables.render_paper_block("qrm", root, scales=["small"])
+    details = root / "papers" / "qrm" / "results" / "small" / tables.DETAILS
+    details.write_text("#### Pass criteria\n\n| criterion | passes |\n|---|---|\n| 1 | yes |\n")
+    block = tables.render_paper_block("qrm", root, scales=["small"])
+    assert block.index("### Reproduced, small scale") < block.index("| criterion | passes |")
+    assert block.index("| 1 | yes |") < block.index("### Claims at small scale")
+
+
 def test_units_check_names_the_paper_and_metric(root):
     """A fraction (0.416) where published.csv has points (63.08) is an error, not a table."""
     rows = [_row("REINFORCE+Q-RM", f"arith seed {i}", v) for i, v in enumerate((0.41, 0.43))]
