@@ -9,6 +9,7 @@ The dirty check lists the paths changed against HEAD that could change a run's n
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -92,21 +93,52 @@ def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
     return paths
 
 
+_RUN_START: dict | None = None  # the code state when this run began (`mark_run_start`)
+
+
+def code_state(ignore: tuple[str, ...] = ()) -> dict:
+    """HEAD, the dirty paths that can change numbers, and a digest of their diff (None outside git)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = dirty_paths(status, ignore) if status is not None else None
+    diff = _git("diff", "HEAD", "--", *changed) if changed else ""
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty_paths": changed,
+        "diff_sha1": hashlib.sha1(diff.encode()).hexdigest() if diff is not None else None,
+    }
+
+
+def mark_run_start() -> dict:
+    """Record the code state now (`common.reproduce` calls it before a pipeline starts): provenance then
+    names the commit the run started from, not whatever HEAD is when the results are written, and says
+    `code_changed_during_run` when a commit, checkout or edit happened in between."""
+    global _RUN_START
+    _RUN_START = code_state()
+    return _RUN_START
+
+
 def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
     """Commit (and whether the tree was dirty, with the changed paths), versions, hardware, time and command,
-    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`)."""
+    plus `fields`. `ignore`: path prefixes that do not make the tree dirty (see `dirty_paths`). After
+    `mark_run_start`, the commit and dirty paths are the run's start state."""
     versions = {}
     for name in TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = dirty_paths(status, ignore) if status is not None else None
+    now = code_state(ignore)
+    start = _RUN_START
+    state = start or now
+    changed = state["dirty_paths"]
+    if start is not None and changed is not None:
+        changed = [p for p in changed if not p.startswith(ignore)]
+    moved = {} if start is None else {"code_changed_during_run": start != code_state()}
     return {
-        "commit": _git("rev-parse", "HEAD"),
+        "commit": state["commit"],
         "dirty": bool(changed) if changed is not None else None,
         "dirty_paths": changed[:20] if changed else [],
+        **moved,
         "python": platform.python_version(),
         "versions": versions,
         "hardware": _hardware(),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, format_config
 from common.data import DATA_DIR_ENV, DataError, resolve_data_dir
+from common.provenance import mark_run_start
 from common.results import PAPERS, SCALES, ResultsError
 from common.stages import StageError
 from common.tables import render_paper_block, write_tables
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         os.environ[DATA_DIR_ENV] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
+    mark_run_start()  # provenance names the code the run started from, not HEAD when it ends
     try:
         out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
     except input_errors() as err:

@@ -46,3 +46,23 @@ def test_collect_provenance_records_the_commit_versions_and_fields():
     assert all(not p.startswith("papers/") or "/results/" not in p for p in prov["dirty_paths"])
     assert prov["versions"]["torch"] and "rouge-score" not in prov["versions"]
     assert (prov["paper"], prov["seeds"]) == ("qrm", [0, 1]) and prov["hardware"]["cpu_count"]
+
+
+def test_a_run_records_the_code_it_started_from_and_says_when_it_moved(monkeypatch):
+    """A commit or edit during a long run must not relabel its results with the later code."""
+    state = {
+        "rev-parse": "a" * 40,
+        "status": " M common/rl.py\n M papers/lco/README.md\n",
+        "diff": "-x\n+y\n",
+    }
+    monkeypatch.setattr(provenance, "_git", lambda cmd, *a: state[cmd])
+    monkeypatch.setattr(provenance, "_RUN_START", None)
+    before = provenance.collect_provenance()
+    assert before["commit"] == "a" * 40 and before["dirty_paths"] == ["common/rl.py"]
+    assert "code_changed_during_run" not in before  # no run was marked
+    provenance.mark_run_start()
+    assert provenance.collect_provenance()["code_changed_during_run"] is False
+    state.update({"rev-parse": "b" * 40, "status": ""})  # the edit was committed meanwhile
+    prov = provenance.collect_provenance()
+    assert prov["commit"] == "a" * 40 and prov["dirty"] is True and prov["dirty_paths"] == ["common/rl.py"]
+    assert prov["code_changed_during_run"] is True
