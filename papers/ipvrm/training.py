@@ -8,6 +8,7 @@ easier to read than an accelerate trainer.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 
@@ -17,6 +18,18 @@ from papers.ipvrm.ipvrm import dpo_rm_loss, implicit_prm_loss, ipvrm_loss
 from papers.ipvrm.world import Trajectory, WorldSpec, is_correct, prompt_text
 
 RM_KINDS = ("IPVRM", "Implicit PRM", "DPO-RM")
+
+
+@dataclass(frozen=True)
+class RMTrain:
+    """One reward model's training settings (`rm_train`)."""
+
+    steps: int
+    batch: int
+    lr: float
+    seed: int
+    beta: float
+    margin: float = 0.0  # IPVRM only
 
 
 def encode(tok, rows: list[Trajectory], eos: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,7 +78,7 @@ def sft_train(model, tok, data: list[Trajectory], steps: int, batch: int, lr: fl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -90,7 +103,7 @@ def _pairs(labels: torch.Tensor, rng: random.Random) -> list[tuple[int, int]]:
     return list(zip(pos, neg))
 
 
-def rm_train(rm, ref, tok, data: list[Trajectory], kind: str, cfg) -> list[float]:
+def rm_train(rm, ref, tok, data: list[Trajectory], kind: str, cfg: RMTrain) -> list[float]:
     """Train the copy `rm` of pi_SFT (`ref`, frozen) as `kind` on labelled trajectories: `cfg.steps`
     Adam steps at `cfg.lr`, batch `cfg.batch` (DPO-RM: `cfg.batch` // 2 chosen/rejected pairs)."""
     if kind not in RM_KINDS:
@@ -122,7 +135,7 @@ def rm_train(rm, ref, tok, data: list[Trajectory], kind: str, cfg) -> list[float
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     rm.eval()
     return losses
 

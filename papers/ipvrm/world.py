@@ -52,7 +52,9 @@ class WorldSpec:
         if self.retries < 0:
             raise ValueError(f"WorldSpec.retries: must be >= 0, got {self.retries}")
         if self.step_tokens not in STEP_TOKEN_KINDS:
-            raise ValueError(f"WorldSpec.step_tokens: {self.step_tokens!r}; valid: {', '.join(STEP_TOKEN_KINDS)}")
+            raise ValueError(
+                f"WorldSpec.step_tokens: {self.step_tokens!r}; valid: {', '.join(STEP_TOKEN_KINDS)}"
+            )
 
 
 @dataclass(frozen=True)
