@@ -72,7 +72,7 @@ def sft_stage(cfg: IPVRMConfig, work: Path, force: bool) -> dict:
         tok = world_tokenizer()
         model = build_tiny_causal_lm(s.preset, len(tok), seed=s.seed, tokenizer=tok)
         data = training_set(SFT_DATA, s.steps * s.batch, spec)
-        losses = sft_train(model, tok, data, s.steps, s.batch, s.lr, s.seed, s.warmup)
+        losses = sft_train(model, tok, data, spec, s.steps, s.batch, s.lr, s.seed, s.warmup)
         with atomic_dir(folder / "model") as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
@@ -82,7 +82,7 @@ def sft_stage(cfg: IPVRMConfig, work: Path, force: bool) -> dict:
             "path": str(folder / "model"),
             "params": count_parameters(model),
             "loss_last": sum(losses[-20:]) / len(losses[-20:]),
-            "step_accuracy": step_accuracy(model, tok, clean),
+            "step_accuracy": step_accuracy(model, tok, clean, spec),
             "val_greedy": policy_accuracy(model, tok, val, spec),
             "val_sampled": policy_accuracy(model, tok, val, spec, n=4, seed=1),
             "test_greedy": policy_accuracy(model, tok, test, spec),
@@ -102,12 +102,12 @@ def auc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg))
 
 
-def step_score_lists(rm, ref, tok, rows, beta: float, protocol: str) -> list[list[float]]:
+def step_score_lists(rm, ref, tok, rows, spec: WorldSpec, beta: float, protocol: str) -> list[list[float]]:
     """Per evaluation row, the pre-sigmoid step scores (`ipvrm.step_scores` over beta l_t; a step is
     its [STEP_k, d_k] token pair, so its last token is response position 2k + 1)."""
-    ids, att, resp = encode(tok, rows, eos=False)
+    ids, att, resp = encode(tok, rows, spec, eos=False)
     ratios = log_ratios(rm, ref, ids, att, resp)
-    ends = list(range(1, len(rows[0].response), 2))
+    ends = list(range(1, len(rows[0].response), 2))  # the evaluation format has no RETRY steps
     out = []
     for i in range(len(rows)):
         rewards = beta * ratios[i][resp[i]]
@@ -124,12 +124,18 @@ def part_a(rm, ref, tok, kind: str, cfg: IPVRMConfig) -> dict:
     out = {}
     for protocol in ("process", "prefix"):
         subsets = {
-            "validation": (step_score_lists(rm, ref, tok, val, beta, protocol), [r.first_error for r in val]),
-            "test": (step_score_lists(rm, ref, tok, test, beta, protocol), [r.first_error for r in test]),
+            "validation": (
+                step_score_lists(rm, ref, tok, val, spec, beta, protocol),
+                [r.first_error for r in val],
+            ),
+            "test": (
+                step_score_lists(rm, ref, tok, test, spec, beta, protocol),
+                [r.first_error for r in test],
+            ),
         }
         res = evaluate_subsets(subsets, "calibrated", calibrate_on="validation")
         out[protocol] = {k: res["test"][k] for k in ("f1", "acc_erroneous", "acc_correct", "threshold")}
-    prefix = step_score_lists(rm, ref, tok, test, beta, "prefix")  # V at the end of each step
+    prefix = step_score_lists(rm, ref, tok, test, spec, beta, "prefix")  # V at the end of each step
     # every evaluation response has 2 tokens a step, so v̄ = V / 2k ranks the rows as V does: one AUC
     out["prefix_auc"] = {k: auc([p[k - 1] for p in prefix], [r.label for r in test]) for k in rmc.auc_steps}
     return out
@@ -148,7 +154,7 @@ def rm_stage(kind: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, sf
         data = training_set(RM_DATA_BASE + seed, rmc.train_rows, cfg.world)
         beta = {"IPVRM": rmc.beta_ipvrm, "Implicit PRM": rmc.beta_implicit, "DPO-RM": rmc.beta_dpo}[kind]
         train = RMTrain(rmc.steps, rmc.batch, rmc.lr, seed, beta, rmc.margin)
-        losses = rm_train(rm, ref, tok, data, kind, train)
+        losses = rm_train(rm, ref, tok, data, cfg.world, kind, train)
         with atomic_dir(folder / "model") as tmp:
             rm.save_pretrained(tmp)
         scores = part_a(rm, ref, tok, kind, cfg)
@@ -238,7 +244,7 @@ def rl_stage(method: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, 
             progress=False,
             report_to="none",
         )
-        train = [prompt_text(o) for o in prompts(RL_PROMPTS, rl.train_prompts, spec)]
+        train = [prompt_text(o, spec) for o in prompts(RL_PROMPTS, rl.train_prompts, spec)]
         reward = toy_reward_fn(loss, tok, spec, ref, gae_coef, rl.mixed_only)
         curve = run_rl(
             policy, tok, train, reward, run, evaluate=lambda m: {}, initial_eval={}, policy_loss=loss

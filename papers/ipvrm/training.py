@@ -32,12 +32,14 @@ class RMTrain:
     margin: float = 0.0  # IPVRM only
 
 
-def encode(tok, rows: list[Trajectory], eos: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode(
+    tok, rows: list[Trajectory], spec: WorldSpec, eos: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids [B, S], attention_mask [B, S], response_mask [B, S] bool), right-padded; the response
     (and its EOS when `eos`) is marked."""
     seqs, starts = [], []
     for r in rows:
-        p = tok(prompt_text(r.operands))["input_ids"]
+        p = tok(prompt_text(r.operands, spec))["input_ids"]
         resp = tok(" ".join(r.response))["input_ids"] + ([tok.eos_token_id] if eos else [])
         seqs.append(p + resp)
         starts.append(len(p))
@@ -59,12 +61,22 @@ def _lm_loss(model, ids, att, resp) -> torch.Tensor:
     return nll[mask].mean()
 
 
-def sft_train(model, tok, data: list[Trajectory], steps: int, batch: int, lr: float, seed: int, warmup=0):
+def sft_train(
+    model,
+    tok,
+    data: list[Trajectory],
+    spec: WorldSpec,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    warmup=0,
+):
     """Teacher-forced NLL on response tokens; Adam at `lr` (linear warm-up over `warmup` steps, then
     cosine to 0.1 lr when `warmup` > 0, else constant). Returns the per-step losses."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    ids, att, resp = encode(tok, data)
+    ids, att, resp = encode(tok, data, spec)
     losses = []
     model.train()
     for step in range(steps):
@@ -103,12 +115,12 @@ def _pairs(labels: torch.Tensor, rng: random.Random) -> list[tuple[int, int]]:
     return list(zip(pos, neg))
 
 
-def rm_train(rm, ref, tok, data: list[Trajectory], kind: str, cfg: RMTrain) -> list[float]:
+def rm_train(rm, ref, tok, data: list[Trajectory], spec: WorldSpec, kind: str, cfg: RMTrain) -> list[float]:
     """Train the copy `rm` of pi_SFT (`ref`, frozen) as `kind` on labelled trajectories: `cfg.steps`
     Adam steps at `cfg.lr`, batch `cfg.batch` (DPO-RM: `cfg.batch` // 2 chosen/rejected pairs)."""
     if kind not in RM_KINDS:
         raise ValueError(f"rm_train: kind {kind!r}; valid: {', '.join(RM_KINDS)}")
-    ids, att, resp = encode(tok, data)
+    ids, att, resp = encode(tok, data, spec)
     labels = torch.tensor([r.label for r in data])
     with torch.no_grad():
         ref_lp = response_logprobs(ref, ids, att)
@@ -140,9 +152,9 @@ def rm_train(rm, ref, tok, data: list[Trajectory], kind: str, cfg: RMTrain) -> l
     return losses
 
 
-def step_accuracy(model, tok, rows: list[Trajectory]) -> list[float]:
+def step_accuracy(model, tok, rows: list[Trajectory], spec: WorldSpec) -> list[float]:
     """Teacher-forced greedy accuracy of each step's digit on (clean) evaluation-format rows."""
-    ids, att, resp = encode(tok, rows, eos=False)
+    ids, att, resp = encode(tok, rows, spec, eos=False)
     with torch.no_grad():
         pred = model(input_ids=ids, attention_mask=att).logits.argmax(-1)
     start = int(resp.int().argmax(1)[0])  # every prompt has the same length
@@ -154,7 +166,7 @@ def policy_accuracy(model, tok, operands: list[tuple[int, ...]], spec: WorldSpec
     """Verifier accuracy of the policy's responses: greedy when n == 1, else n samples each at T = 1."""
     gen = HFGenerator(model, tok, batch_size=512, progress=False)
     params = SamplingParams(n=n, temperature=0.0 if n == 1 else 1.0, max_tokens=max_tokens(spec), seed=seed)
-    outs = gen.generate([prompt_text(o) for o in operands], params)
+    outs = gen.generate([prompt_text(o, spec) for o in operands], params)
     return sum(is_correct(operands[o.prompt_index], o.text, spec) for o in outs) / len(outs)
 
 

@@ -1,20 +1,22 @@
 """The toy world of the spec's "Toy-scale check" (shared/papers/ipvrm.md): a modular running-sum chain with
 context-defined errors, a word-level tokenizer, the training and evaluation formats, the verifier.
 
-- Prompt: BOS, `digits` digits a_1..a_n, SEP.
+- Prompt: BOS, `digits` digits a_1..a_n, SEP; `prompt_format="interleaved"` writes "+" before each digit.
 - Response: n steps [STEP_k, d_k]; a correct step has d_k = (d_{k-1} + a_k) mod 10, d_0 = 0. With
   probability `p_err` a step writes a uniformly drawn wrong digit and later steps continue from it.
-- Training format: after the first wrong step, `retries` extra [RETRY, x] steps (x uniform), then
-  [ANS, OK|BAD] and EOS. The outcome label is 1 with probability `p_outcome_clean` (0.95) when no step
+- Training format: when a step was wrong, `retries` extra [RETRY, x] steps (x uniform) after the last
+  step (`retry_position="end"`) or right after the first wrong step ("error"), then [ANS, OK|BAD] and EOS. The outcome label is 1 with probability `p_outcome_clean` (0.95) when no step
   was wrong and `p_outcome_error` (0.05) otherwise; the tag is OK exactly when the label is 1.
 - Evaluation format (ProcessBench-like): the n steps only. Label = index of the first wrong step (0-based),
   -1 when clean. The evaluation set is balanced: half clean, half with one forced error at a uniform step.
 - Verifier (RL): the response's n [STEP_k, d] steps parse (RETRY steps skipped, ANS tag ignored) and the
   last digit equals (a_1 + ... + a_n) mod 10.
 
-Deviation from the spec (NOTES.md, "SFT probes"): `step_tokens="indexed"` writes STEP_k (one token per
-step index) instead of one STEP token, so the step's operand a_k is found by token identity; "single" is
-the spec's format. Everything is a function of the seed: the same seed gives the same data, bit for bit.
+Deviations from the spec (NOTES.md, "SFT probes"): the interleaved prompt puts a_k at the same distance
+(2n tokens) before step k's STEP token for every k, so one relative-position lookup finds every operand (in
+the spec's plain prompt the distance grows with k, and a tiny SFT model learns one step position at a
+time); the RETRY steps go after the last step for the same reason. `step_tokens="indexed"` (STEP_k, one
+token per step index) is the other probed fix. Everything is a function of the seed: the same seed gives the same data, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from transformers import PreTrainedTokenizerFast
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 MAX_DIGITS = 9
 STEP_TOKEN_KINDS = ("indexed", "single")
-WORDS = ["SEP", "STEP", *[f"STEP{k}" for k in range(1, MAX_DIGITS + 1)], "RETRY", "ANS", "OK", "BAD"]
+PROMPT_FORMATS = ("interleaved", "plain")
+RETRY_POSITIONS = ("end", "error")
+WORDS = ["SEP", "+", "STEP", *[f"STEP{k}" for k in range(1, MAX_DIGITS + 1)], "RETRY", "ANS", "OK", "BAD"]
 VOCAB = SPECIALS + [str(d) for d in range(10)] + WORDS
 
 
@@ -41,7 +45,9 @@ class WorldSpec:
     p_outcome_clean: float = 0.95  # spec
     p_outcome_error: float = 0.05  # spec
     retries: int = 2  # spec: 2 RETRY steps after an error (training format only)
-    step_tokens: str = "indexed"  # deviation (module doc); "single" = the spec's one STEP token
+    step_tokens: str = "single"  # spec: one STEP token; "indexed": STEP_k (module doc)
+    prompt_format: str = "interleaved"  # deviation (module doc); "plain" = the spec's prompt
+    retry_position: str = "end"  # ours (the spec says "after an error"); "error": right after it
 
     def __post_init__(self) -> None:
         if not 1 <= self.digits <= MAX_DIGITS:
@@ -55,6 +61,9 @@ class WorldSpec:
             raise ValueError(
                 f"WorldSpec.step_tokens: {self.step_tokens!r}; valid: {', '.join(STEP_TOKEN_KINDS)}"
             )
+        for name, valid in (("prompt_format", PROMPT_FORMATS), ("retry_position", RETRY_POSITIONS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"WorldSpec.{name}: {getattr(self, name)!r}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,10 @@ def step_word(spec: WorldSpec, k: int) -> str:
     return f"STEP{k + 1}" if spec.step_tokens == "indexed" else "STEP"
 
 
-def prompt_text(operands: tuple[int, ...]) -> str:
+def prompt_text(operands: tuple[int, ...], spec: WorldSpec) -> str:
+    """BOS, the operands (each after "+" when interleaved), SEP."""
+    if spec.prompt_format == "interleaved":
+        return " ".join(["<s>", *(w for a in operands for w in ("+", str(a))), "SEP"])
     return " ".join(["<s>", *map(str, operands), "SEP"])
 
 
@@ -99,6 +111,10 @@ def _wrong(rng: random.Random, right: int) -> int:
     return (right + rng.randrange(1, 10)) % 10
 
 
+def _retries(rng: random.Random, spec: WorldSpec) -> list[str]:
+    return [w for _ in range(spec.retries) for w in ("RETRY", str(rng.randrange(10)))]
+
+
 def sample_operands(rng: random.Random, spec: WorldSpec) -> tuple[int, ...]:
     return tuple(rng.randrange(10) for _ in range(spec.digits))
 
@@ -113,8 +129,10 @@ def training_trajectory(rng: random.Random, spec: WorldSpec, operands: tuple[int
         words += [step_word(spec, k), str(d)]
         if d != right and first < 0:
             first = k
-            for _ in range(spec.retries):
-                words += ["RETRY", str(rng.randrange(10))]
+            if spec.retry_position == "error":
+                words += _retries(rng, spec)
+    if first >= 0 and spec.retry_position == "end":
+        words += _retries(rng, spec)
     p_ok = spec.p_outcome_clean if first < 0 else spec.p_outcome_error
     label = int(rng.random() < p_ok)
     words += ["ANS", "OK" if label else "BAD"]

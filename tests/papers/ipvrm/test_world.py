@@ -75,23 +75,47 @@ def test_eval_set_balanced_and_labelled():
 def test_verifier():
     ops = (3, 5, 1, 2, 0, 9)
     chain = correct_chain(ops)
-    good = " ".join(f"STEP{k + 1} {d}" for k, d in enumerate(chain))
+    good = " ".join(f"STEP {d}" for d in chain)
     assert is_correct(ops, good, SPEC)
     assert is_correct(ops, good + " ANS OK", SPEC)
-    with_retry = good.replace("STEP3", "RETRY 7 STEP3")
+    with_retry = good.replace(f"STEP {chain[2]}", f"RETRY 7 STEP {chain[2]}", 1)
     assert is_correct(ops, with_retry, SPEC)
     assert not is_correct(ops, good[:-1] + str((chain[-1] + 1) % 10), SPEC)
     assert not is_correct(ops, " ".join(good.split()[:-2]), SPEC)  # too short
     assert not is_correct(ops, "RETRY 1 " + good, SPEC)  # RETRY before any step
-    assert not is_correct(ops, good.replace("STEP2", "STEP"), SPEC)  # wrong marker
-    single = WorldSpec(step_tokens="single")
-    assert is_correct(ops, " ".join(f"STEP {d}" for d in chain), single)
+    assert not is_correct(ops, good.replace("STEP", "STEP2", 1), SPEC)  # wrong marker
+    indexed = WorldSpec(step_tokens="indexed")
+    assert is_correct(ops, " ".join(f"STEP{k + 1} {d}" for k, d in enumerate(chain)), indexed)
+    assert not is_correct(ops, good, indexed)
+
+
+def test_interleaved_prompt_puts_each_operand_at_one_distance_from_its_step():
+    """The interleaved prompt's point: a_k sits 2n tokens before step k's STEP token, for every k."""
+    tok = world_tokenizer()
+    clean = eval_set(0, 2, SPEC)[0]
+    words = (prompt_text(clean.operands, SPEC) + " " + " ".join(clean.response)).split()
+    steps = [i for i, w in enumerate(words) if w == "STEP"]
+    for k, pos in enumerate(steps):
+        assert words[pos - 2 * SPEC.digits] == str(clean.operands[k])
+    assert len(tok(" ".join(words))["input_ids"]) == len(words)
+    plain = WorldSpec(prompt_format="plain")
+    assert prompt_text((1, 2), plain) == "<s> 1 2 SEP" and prompt_text((1, 2), SPEC) == "<s> + 1 + 2 SEP"
+
+
+def test_retries_follow_the_last_step_or_the_error():
+    for spec in (SPEC, WorldSpec(retry_position="error")):
+        for r in training_set(5, 300, spec):
+            if r.first_error < 0:
+                continue
+            first_retry = r.response.index("RETRY")
+            expected = 2 * spec.digits if spec.retry_position == "end" else 2 * (r.first_error + 1)
+            assert first_retry == expected
 
 
 def test_tokenizer_round_trip():
     tok = world_tokenizer()
     r = training_set(0, 1, SPEC)[0]
-    text = prompt_text(r.operands) + " " + " ".join(r.response)
+    text = prompt_text(r.operands, SPEC) + " " + " ".join(r.response)
     ids = tok(text)["input_ids"]
     assert len(ids) == len(text.split()) and tok.unk_token_id not in ids
     assert tok.decode(ids[1:], skip_special_tokens=True) == text.split(" ", 1)[1]
@@ -99,7 +123,15 @@ def test_tokenizer_round_trip():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"digits": 0}, {"digits": 12}, {"p_err": 1.5}, {"retries": -1}, {"step_tokens": "fancy"}],
+    [
+        {"digits": 0},
+        {"digits": 12},
+        {"p_err": 1.5},
+        {"retries": -1},
+        {"step_tokens": "fancy"},
+        {"prompt_format": "csv"},
+        {"retry_position": "start"},
+    ],
 )
 def test_bad_spec_one_line(kwargs):
     with pytest.raises(ValueError, match=r"^WorldSpec\.\w+: [^\n]+$"):
