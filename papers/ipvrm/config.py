@@ -67,7 +67,7 @@ class RLConfigIPVRM:
     chunks: int = 40  # ours (spec 150 RL steps, one update each; CPU budget)
     prompts_per_chunk: int = 32  # spec
     samples_per_prompt: int = 4  # spec
-    lr: float = 1e-3  # ours, not tuned (spec 1e-4 over 150 steps; 40 steps here): UNCONFIRMED
+    lr: float = 1e-4  # spec (Adam); checked on validation prompts, NOTES.md (1e-3 was unstable)
     temperature: float = 1.0  # spec
     alpha: float = 0.1  # spec
     top_k: int = 5  # spec
