@@ -20,6 +20,8 @@ import math
 import sys
 from pathlib import Path
 
+import yaml
+
 from common.results import (
     PAPER_BLOCK,
     PAPERS,
@@ -179,6 +181,51 @@ def _headline_rows(slug: str, root: Path | None) -> tuple[list[dict], int]:
     return headline, len(published)
 
 
+def published_table_names(slug: str, root: Path | None = None) -> list[str]:
+    """claims.yaml's optional `published_tables:` list: the paper's tables to show whole in the README."""
+    path = paper_dir(slug, root) / "claims.yaml"
+    names = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("published_tables") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ResultsError(f"{path}: published_tables must be a list of table names")
+    known = {r["table"] for r in load_published(slug, root)}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ResultsError(f"{path}: published_tables names {missing[0]!r}, not a table of published.csv")
+    return names
+
+
+def _published_table(rows: list[dict], name: str) -> list[str]:
+    """One published table as a grid: a row per (setting, model, method), a column per (benchmark, metric);
+    columns that hold one value in every row go to the heading."""
+    keys = [c for c in ("setting", "model", "method") if len({r[c] for r in rows}) > 1] or ["method"]
+    one_metric = len({r["metric"] for r in rows}) == 1
+    col = (lambda r: r["benchmark"]) if one_metric else (lambda r: f"{r['benchmark']} {r['metric']}")  # noqa: E731
+    columns = list(dict.fromkeys(col(r) for r in rows))
+    grid: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        grid.setdefault(tuple(r[k] for k in keys), {})[col(r)] = r["value"]
+    fixed = [
+        f"{c} {rows[0][c]}"
+        for c in ("setting", "model", "method", "metric")
+        if len({r[c] for r in rows}) == 1
+    ]
+    fixed = [f for f in fixed if not f.startswith("metric") or one_metric]
+    title = f"#### {name}" + (f" ({'; '.join(fixed)})" if fixed else "")
+    body = [[*key, *(cells.get(c, "-") for c in columns)] for key, cells in grid.items()]
+    return [title, "", _md_table([*keys, *columns], body), ""]
+
+
+def _published_tables(slug: str, root: Path | None) -> list[str]:
+    names = published_table_names(slug, root)
+    if not names:
+        return []
+    published = load_published(slug, root)
+    parts = ["### Published tables (whole, from published.csv)", ""]
+    for name in names:
+        parts += _published_table([r for r in published if r["table"] == name], name)
+    return parts
+
+
 def _compared_table(slug: str, scale: str, tolerance: float, root: Path | None) -> list[str]:
     compared = compare_numbers(slug, scale, tolerance, root)
     if not compared:
@@ -228,6 +275,7 @@ def render_paper_block(
         if headline
         else "No published number backs these claims (see the notes in this README).",
         "",
+        *_published_tables(slug, root),
     ]
     return "\n".join(parts).rstrip() + "\n"
 

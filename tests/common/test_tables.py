@@ -80,6 +80,23 @@ def test_a_pipelines_details_file_is_shown_under_its_results_table(root):
     assert block.index("| 1 | yes |") < block.index("### Claims at small scale")
 
 
+def test_published_tables_named_in_claims_yaml_are_shown_whole_as_grids(root):
+    claims = root / "papers" / "ipvrm" / "claims.yaml"
+    text = claims.read_text().replace("published_tables:", "old_published_tables:")
+    claims.write_text("published_tables: [Table 7]\n" + text)
+    block = tables.render_paper_block("ipvrm", root)
+    table7 = block.split("#### Table 7 (setting training-time mean over rollouts)")[1]
+    assert (
+        "| model | method | train rollouts mean per-token RM score (Eq. 19) | train rollouts verifier accuracy |"
+        in table7
+    )
+    assert "| Qwen3-0.6B-Base | DistRL w/ IPVRM | -0.14 | 23.5 |" in table7
+    assert len([line for line in table7.splitlines() if line.startswith("| ")]) == 1 + 8  # header + 8 rows
+    claims.write_text("published_tables: [Table 99]\n" + text)
+    with pytest.raises(results.ResultsError, match="'Table 99', not a table of published.csv"):
+        tables.render_paper_block("ipvrm", root)
+
+
 def test_units_check_names_the_paper_and_metric(root):
     """A fraction (0.416) where published.csv has points (63.08) is an error, not a table."""
     rows = [_row("REINFORCE+Q-RM", f"arith seed {i}", v) for i, v in enumerate((0.41, 0.43))]
