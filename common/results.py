@@ -199,8 +199,8 @@ def check_units(slug: str, scale: str, root: Path | None = None) -> None:
         by_metric.setdefault(r["metric"], []).append(float(r["value"]))
     for metric, values in by_metric.items():
         measure = _PERCENT_METRIC.search(metric.lower())
-        if measure is None or max(abs(v) for v in values) > 1:
-            continue
+        if measure is None or max(abs(v) for v in values) > 1 or not any(values):
+            continue  # not a percentage, already in points, or all 0 (the same in any unit)
         twins = [r for r in published if measure.group(0) in r["metric"].lower()]
         points = [r for r in twins if float(r["value"]) > 1.5]
         if points:

@@ -81,12 +81,26 @@ class RLConfigIPVRM:
 
 
 @dataclass(frozen=True)
+class RealProcessBenchConfig:
+    """ProcessBench (real data, `processbench_lm.py`) scored by a real LM pair. Toy: SmolLM2-135M-Instruct
+    as both RM and reference on a seeded sample, the issue's end-to-end check (a floor: every ratio is 0)."""
+
+    enabled: bool = True
+    rm: str = "smollm2-135m-instruct"
+    ref: str = "smollm2-135m-instruct"
+    per_subset: int = 6  # ours: rows per subset (seeded, 3 erroneous + 3 correct; the CPU budget)
+    seed: int = 0
+    coef: float = 0.001  # code default (process_eval.py --coef); no prediction depends on it
+
+
+@dataclass(frozen=True)
 class IPVRMConfig:
     scale: str
     world: WorldSpec = field(default_factory=WorldSpec)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     rl: RLConfigIPVRM = field(default_factory=RLConfigIPVRM)
+    processbench: RealProcessBenchConfig = field(default_factory=RealProcessBenchConfig)
     threads: int = 1  # torch CPU threads per process
     workers: int = 2  # processes for the RM and RL runs
 
@@ -123,7 +137,16 @@ def check_config(cfg: IPVRMConfig) -> None:
         **{"rl.prompts_per_chunk": rl.prompts_per_chunk, "rl.lr": rl.lr, "rl.temperature": rl.temperature},
         **{"rl.top_k": rl.top_k, "rl.train_prompts": rl.train_prompts, "rl.eval_prompts": rl.eval_prompts},
         **{"threads": cfg.threads, "workers": cfg.workers},
+        **{
+            "processbench.per_subset": cfg.processbench.per_subset,
+            "processbench.coef": cfg.processbench.coef,
+        },
     )
+    if cfg.processbench.per_subset < 2:
+        raise ConfigError(
+            f"ipvrm: processbench.per_subset must be >= 2 (an erroneous and a correct row), got "
+            f"{cfg.processbench.per_subset}"
+        )
     if rl.samples_per_prompt < 2:
         raise ConfigError(
             f"ipvrm: rl.samples_per_prompt must be >= 2 (GRPO groups), got {rl.samples_per_prompt}"

@@ -14,8 +14,12 @@ The recipe:
 Stages are cached under `runs/ipvrm/<scale>/` (`--force` reruns them). `workers` spawned processes run the
 RM and RL stages; provenance.json records wall time and the CPU seconds of the driver and its workers.
 
-Deviations (README "Deviations"): indexed step tokens STEP_k (the spec's single STEP token stays near
-chance at this budget, NOTES.md); toy RL steps as set in config.py (the spec's 150 when the budget allows);
+4. (`processbench.enabled`) ProcessBench on real data (`processbench_lm.py`): SmolLM2-135M-Instruct as both RM
+   and reference on a seeded sample of each subset, both threshold and both step-score protocols (the path
+   end to end; the numbers are a floor).
+
+Deviations (README "Deviations"): the interleaved prompt "+ a_k" and RETRY steps after the last step (the
+spec's plain prompt stays near chance at this budget, NOTES.md); toy RL steps as set in config.py (the spec's 150 when the budget allows);
 all-equal groups stay in the batch with advantage 0 (a scale of the token mean, not a filter); pi_ref :=
 pi_old in DistRL's TD (the code's); Eq. 19's l uses pi_SFT, the RM's reference.
 """
@@ -33,7 +37,8 @@ from common.config import config_dict
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
 from papers.ipvrm.config import IPVRMConfig, check_config
-from papers.ipvrm.report import part_b_verdict, plot_rl, rl_rows, rm_rows, sft_rows
+from papers.ipvrm.processbench_lm import processbench_stage
+from papers.ipvrm.report import part_b_verdict, plot_rl, processbench_rows, rl_rows, rm_rows, sft_rows
 from papers.ipvrm.stages import rl_stage, rm_stage, sft_stage
 
 SLUG = "ipvrm"
@@ -63,6 +68,11 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
     jobs.sort(key=lambda j: j != ("IPVRM", rl.rm_seed))  # the RL arms wait for this one
     with worker_pool(cfg.workers, cfg.threads) as pool:
         rm_jobs = {j: pool.submit(rm_stage, *j, cfg, work, force, sft["path"]) for j in jobs}
+        real_job = (
+            pool.submit(processbench_stage, cfg.processbench, work, force, data_dir)
+            if cfg.processbench.enabled
+            else None
+        )
         rl_jobs = []
         if rl.enabled:
             ipvrm = rm_jobs[("IPVRM", rl.rm_seed)].result()
@@ -73,8 +83,10 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
             ]
         rms = [job.result() for job in rm_jobs.values()]
         runs = [job.result() for job in rl_jobs]
+        real = real_job.result() if real_job is not None else None
     model = cfg.sft.preset
     rows = sft_rows(model, sft) + rm_rows(model, rms) + rl_rows(model, runs)
+    rows += processbench_rows(real) if real is not None else []
     out.mkdir(parents=True, exist_ok=True)
     extra: dict = {"sft": {k: v for k, v in sft.items() if k != "path"}}
     plots = []
@@ -83,6 +95,8 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
         plots = plot_rl(runs, sft, out)
         atomic_write_json(out / "rl_curves.json", runs)
     atomic_write_json(out / "part_a.json", [{k: v for k, v in r.items() if k != "path"} for r in rms])
+    if real is not None:
+        atomic_write_json(out / "processbench_real.json", real)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     log.info("ipvrm %s: %d rows, %.0f s wall, %.0f CPU-s", cfg.scale, len(rows), wall, cpu)
     return write_results(

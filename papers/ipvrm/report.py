@@ -59,6 +59,22 @@ def rm_rows(model: str, rms: list[dict]) -> list[dict]:
     return rows
 
 
+def processbench_rows(real: dict) -> list[dict]:
+    """The real-data ProcessBench rows: per subset and the average, F1 under both threshold protocols and
+    both step-score protocols (table `real`; the model is the RM, the method says it is its own reference)."""
+    model = real["rm"]
+    method = "RM = reference (untrained)" if real["rm"] == real["ref"] else f"RM vs {real['ref']}"
+    rows = []
+    for protocol, name in (("process", "process-level"), ("prefix", "prefix-based")):
+        for threshold, res in real[protocol].items():
+            for subset, r in res.items():
+                bench = "ProcessBench-Avg" if subset == "average" else f"ProcessBench-{subset}"
+                n = sum(real["n"].values()) if subset == "average" else real["n"][subset]
+                row = _row(f"sample of {n}", model, method, bench, f"F1 ({name}, {threshold} threshold)", 0.0)
+                rows.append({**row, "table": "real", "value": round(r["f1"], 4)})
+    return rows
+
+
 def rl_rows(model: str, runs: list[dict]) -> list[dict]:
     rows = []
     for r in runs:

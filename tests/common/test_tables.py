@@ -121,6 +121,9 @@ def test_units_check_names_the_paper_and_metric(root):
     points = [{**r, "value": r["value"] * 100} if r["metric"].startswith("pass") else r for r in rows]
     results.write_results("qrm", "toy", points, seeds=[0, 1], config={}, wall_time_s=1, root=root)
     tables.check_units("qrm", "toy", root)  # points: fine
+    zeros = [{**r, "value": 0.0} for r in rows]  # a floor of 0 is 0 in any unit
+    results.write_results("qrm", "toy", zeros, seeds=[0, 1], config={}, wall_time_s=1, root=root)
+    tables.check_units("qrm", "toy", root)
 
 
 def test_units_check_leaves_metrics_without_a_points_twin_alone(root):

@@ -38,6 +38,7 @@ def mini(tmp_path, monkeypatch):
             eval_prompts=8,
             mixed_only=False,
         ),
+        processbench=replace(toy.processbench, enabled=False),  # tests/papers/ipvrm/test_processbench_lm.py
         workers=1,
     )
     return cfg, tmp_path
