@@ -254,7 +254,18 @@ WRONG_TYPE = {
     "umi": ("model.lora=[1]", "[1] is not true/false"),
 }
 USAGE = cases(
-    Cli("ipvrm-not-built-yet", ("ipvrm",), ("papers/ipvrm: no pipeline yet",), code=3),
+    Cli("ipvrm-set-unknown-key", ("ipvrm", "--set", "nosuch=1"), ("unknown key 'nosuch'", "valid: scale")),
+    Cli("ipvrm-set-wrong-type", ("ipvrm", "--set", "rl.lr=fast"), ("'fast' is not a number",)),
+    Cli(
+        "ipvrm-processbench-sample-of-1",
+        ("ipvrm", "--set", "processbench.per_subset=1"),
+        ("processbench.per_subset must be >= 2",),
+    ),
+    Cli(
+        "ipvrm-unknown-rm-kind",
+        ("ipvrm", "--set", "rm.kinds=[PRM9]"),
+        ("unknown rm.kinds entry 'PRM9'", "valid: "),
+    ),
     Cli("unknown-paper", ("gpt5",), ("unknown paper 'gpt5'", VALID_PAPERS)),
     Cli("unknown-scale", ("umi", "--scale", "huge"), ("unknown scale 'huge'", "valid: toy, small, paper")),
     Cli("set-without-value", ("qrm", "--set", "rm.lr"), ("'rm.lr'", "expected key.path=value")),

@@ -222,7 +222,8 @@ def test_socialbench_cli_exits_1_while_items_fail_and_0_with_the_fault_free_tabl
     with FakeOpenAI(reply=_letter_reply, faults=PLANS["30%"], max_requests=BUDGET) as server:
         run = ["--model", server.url + "#fake", "--out", str(tmp_path / "faults"), *argv, *knobs]
         assert cli.main(run) == 1  # the sticky share failed every try
-        assert "items failed after every retry; rerun to retry them" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "items failed after every retry against" in err and "rerun to retry them" in err
         codes = [cli.main(run) for _ in range(MAX_RUNS - 1)]
         assert codes[-1] == 0 and server.refused == 0
     assert capsys.readouterr().out.endswith(clean_table)
