@@ -96,10 +96,10 @@ def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
 _RUN_START: dict | None = None  # the code state when this run began (`mark_run_start`)
 
 
-def code_state(ignore: tuple[str, ...] = ()) -> dict:
+def code_state() -> dict:
     """HEAD, the dirty paths that can change numbers, and a digest of their diff (None outside git)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = dirty_paths(status, ignore) if status is not None else None
+    changed = dirty_paths(status) if status is not None else None
     diff = _git("diff", "HEAD", "--", *changed) if changed else ""
     return {
         "commit": _git("rev-parse", "HEAD"),
@@ -127,13 +127,12 @@ def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    now = code_state(ignore)
-    start = _RUN_START
-    state = start or now
+    now = code_state()
+    state = _RUN_START or now
     changed = state["dirty_paths"]
-    if start is not None and changed is not None:
+    if changed is not None:
         changed = [p for p in changed if not p.startswith(ignore)]
-    moved = {} if start is None else {"code_changed_during_run": start != code_state()}
+    moved = {} if _RUN_START is None else {"code_changed_during_run": now != _RUN_START}
     return {
         "commit": state["commit"],
         "dirty": bool(changed) if changed is not None else None,
