@@ -87,6 +87,11 @@ class ResultsError(ValueError):
     """Bad result rows or claims files; the message names the file and the row."""
 
 
+def result_row(table: str, setting: str, model: str, method: str, benchmark: str, metric: str, value) -> dict:
+    """One reproduced.csv row, its keys in RESULT_COLUMNS' order."""
+    return dict(zip(RESULT_COLUMNS, (table, setting, model, method, benchmark, metric, value)))
+
+
 def paper_dir(slug: str, root: Path | None = None) -> Path:
     if slug not in PAPERS:
         raise ResultsError(f"unknown paper {slug!r}; valid: {', '.join(PAPERS)}")

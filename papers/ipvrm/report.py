@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.plots import plot_curves
+from common.results import result_row
 
 BENCH_A, BENCH_B = "toy-processbench", "toy-arith"
 GRPO, DISTRL, CALIBRATION = "GRPO w/ IPVRM", "DistRL w/ IPVRM", "GRPO w/ VR"
@@ -23,15 +24,7 @@ def points(x: float) -> float:
 
 
 def _row(setting: str, model: str, method: str, benchmark: str, metric: str, value: float) -> dict:
-    return {
-        "table": "toy",
-        "setting": setting,
-        "model": model,
-        "method": method,
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": value,
-    }
+    return result_row("toy", setting, model, method, benchmark, metric, value)
 
 
 def sft_rows(model: str, sft: dict) -> list[dict]:
@@ -70,8 +63,10 @@ def processbench_rows(real: dict) -> list[dict]:
             for subset, r in res.items():
                 bench = "ProcessBench-Avg" if subset == "average" else f"ProcessBench-{subset}"
                 n = sum(real["n"].values()) if subset == "average" else real["n"][subset]
-                row = _row(f"sample of {n}", model, method, bench, f"F1 ({name}, {threshold} threshold)", 0.0)
-                rows.append({**row, "table": "real", "value": round(r["f1"], 4)})
+                metric = f"F1 ({name}, {threshold} threshold)"
+                rows.append(
+                    result_row("real", f"sample of {n}", model, method, bench, metric, round(r["f1"], 4))
+                )
     return rows
 
 

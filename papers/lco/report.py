@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.plots import plot_curves
+from common.results import result_row
 from papers.lco.stability import max_drawdown
 
 GRU_MODEL = "GRU-27k"
@@ -27,15 +28,8 @@ def run_name(arm: str, lr: float) -> str:
 
 
 def _row(setting, model, method, benchmark, metric, value) -> dict:
-    return {
-        "table": "toy" if benchmark.startswith("toy") else "scaled",
-        "setting": setting,
-        "model": model,
-        "method": method,
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": value,
-    }
+    table = "toy" if benchmark.startswith("toy") else "scaled"
+    return result_row(table, setting, model, method, benchmark, metric, value)
 
 
 def stability_rows(result: dict) -> list[dict]:
