@@ -354,7 +354,7 @@ MODELS = cases(
     Cli("qrm-rm-path", ("qrm", "--set", "rm.backbone=./no/such/rm"), ("'./no/such/rm': no such directory",)),
     Cli("umi-model-path", (*UMI_REAL, "--set", "real.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
     Cli("mcckd-student-path", (*MCCKD_SVAMP, "--set", "student.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
-    Cli("proxykd-student-path", (*PROXYKD_REAL, "--data-dir", "{shared}", "--set", "student.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
+    Cli("proxykd-student-path", (*PROXYKD_REAL, "--data-dir", "{shared}", "--set", "eval.sets=[gsm8k]", "--set", "student.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),
     Cli("lco-policy-path", ("lco", "--set", "rl.policy=/no/such/model"), ("lco: rl.policy '/no/such/model': no such directory",)),
     Cli("lco-hub-model-offline", ("lco", "--scale", "small", "--set", "rl.policy=nobody/no-such-model"), ("'nobody/no-such-model' could not be loaded", "HF_HUB_OFFLINE=1")),
     Cli("adkd-model-path", (*ADKD_SST2, "--set", "glue.teacher.net.model=/no/such/model"), ("'/no/such/model': no such directory",), code=1),

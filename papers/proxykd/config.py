@@ -116,7 +116,8 @@ class StudentConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     sets: tuple[str, ...] = ("markov",)
-    """`markov` (exact KL to the toy teacher) or the mirrored tests: agieval arc bbh csqa gsm8k."""
+    """`markov` (exact KL to the toy teacher) or the tests: agieval arc bbh csqa gsm8k (mirrored, the code's
+    files) and mmlu (hub `cais/mmlu` or a mirror's mmlu/test.jsonl; prompt UNCONFIRMED)."""
     limit: int | None = None
     """Items per test set (None: all)."""
     max_new_tokens: int = 512
@@ -202,7 +203,7 @@ SMALL = ProxyKDConfig(
         model="Qwen/Qwen2.5-1.5B-Instruct", lora=True, lr=1e-4, batch_size=8, iterations=4
     ),  # ours: 4 rounds fit one GPU-day
     student=StudentConfig(model="Qwen/Qwen2.5-0.5B-Instruct", lora=True, lr=1e-4, batch_size=8),
-    eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval")),
+    eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval", "mmlu")),
     data=DataConfig(sources=("gsm8k",)),
     run=RunConfig(arms=("sft", "proxykd", "unaligned", "takd", "no_pref", "plain_kl", "sft_all")),
 )
@@ -211,7 +212,7 @@ PAPER = ProxyKDConfig(
     teacher=TeacherConfig(model="gpt-4", endpoint="https://api.openai.com/v1", max_tokens=1024),
     proxy=ProxyConfig(model="meta-llama/Llama-2-70b-hf", lora=True),
     student=StudentConfig(model="meta-llama/Llama-2-7b-hf", lora=True),
-    eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval")),
+    eval=EvalConfig(sets=("gsm8k", "arc", "csqa", "bbh", "agieval", "mmlu")),
     data=DataConfig(sources=("gsm8k",)),
     run=RunConfig(arms=("sft", "proxykd", "unaligned", "takd", "no_pref", "plain_kl", "sft_all")),
 )

@@ -19,16 +19,47 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from common.data import instruction_rows, load_rows, mirror_only
+from common.data import (
+    DataError,
+    DatasetSpec,
+    FieldError,
+    get_field,
+    instruction_rows,
+    load_rows,
+    mirror_only,
+)
 from common.generation import SamplingParams, sample_next
 from papers.proxykd.config import ProxyKDConfig
 from papers.proxykd.grading import score
 from papers.proxykd.teacher import Asker
 from papers.proxykd.world import BOS, GRULM, MarkovChain, WordTokenizer
 
+MMLU_PROMPT = "The following is a multiple choice question about {subject}.\n\n{question}\n{options}\nAnswer:"
+r"""Zero-shot MMLU prompt (ours, Hendrycks et al.'s wording; the paper's MMLU prompt and subset are
+UNCONFIRMED, spec "Evaluation", and its file is not mirrored). The grader is the code's `([ABCD])\.`."""
+
+
+def mmlu_rows(r: dict) -> dict:
+    """`cais/mmlu` records {question, subject, choices: [4 strings], answer: 0-3} (hub, or the same fields
+    as `mmlu/test.jsonl` in a mirror) -> {question: the prompt, answer: letter, category: subject}."""
+    choices = get_field(r, "choices", list)
+    if len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+        raise FieldError("choices", f"should be a list of 4 strings, got {str(choices)[:40]!r}")
+    answer = get_field(r, "answer", int)
+    if not 0 <= answer < 4:
+        raise FieldError("answer", f"should be an index 0-3, got {answer!r}")
+    subject = get_field(r, "subject")
+    options = "\n".join(f"{letter}. {text}" for letter, text in zip("ABCD", choices))
+    question = MMLU_PROMPT.format(
+        subject=subject.replace("_", " "), question=get_field(r, "question"), options=options
+    )
+    return {"question": question, "answer": "ABCD"[answer], "category": subject}
+
+
 DATASETS = {
     spec.name: spec
     for spec in (
+        DatasetSpec("proxykd-mmlu", mmlu_rows, {"test": ("mmlu/test.jsonl", "test")}, "cais/mmlu", "all"),
         mirror_only("proxykd-agieval", instruction_rows("letter"), test="proxykd/AGIEval/test.json"),
         mirror_only("proxykd-arc", instruction_rows("letter"), test="proxykd/ARC/test.json"),
         mirror_only("proxykd-bbh", instruction_rows("text"), test="proxykd/BBH/test.json"),
@@ -42,8 +73,10 @@ EVAL_SETS = {
     "bbh": ("BBH", "text"),
     "csqa": ("CSQA", "letter"),
     "gsm8k": ("GSM8K", "number"),
+    "mmlu": ("MMLU", "mmlu"),
 }
-"""Short name -> (benchmark name, answer kind of papers/proxykd/grading.py)."""
+"""Short name -> (benchmark name, answer kind of papers/proxykd/grading.py). MMLU is read from the hub
+(`cais/mmlu`, all 57 subjects, test) or from a mirror's `mmlu/test.jsonl`; the others are mirror-only."""
 IGNORE = -100
 
 
@@ -273,12 +306,20 @@ def real_task(cfg: ProxyKDConfig, data_dir: str | None, asker: Asker | None = No
     from papers.proxykd.teacher import endpoint_asker, local_asker
 
     rows = load_rows("gsm8k", "train", data_dir)[: cfg.data.n_prompts]
-    tok, new_model, encode, sample = _hf_parts(cfg)
     tests = {}
     for name in cfg.eval.sets:
         if name not in EVAL_SETS:
             raise ValueError(f"unknown eval set {name!r}; valid: {', '.join(EVAL_SETS)}")
-        tests[name] = load_rows(DATASETS[f"proxykd-{name}"], "test", data_dir)[: cfg.eval.limit]
+        try:
+            tests[name] = load_rows(DATASETS[f"proxykd-{name}"], "test", data_dir)[: cfg.eval.limit]
+        except DataError as e:
+            rest = [s for s in cfg.eval.sets if s != name]
+            raise DataError(
+                f"{e} (eval set {name!r}; leave it out with --set eval.sets=[{','.join(rest)}])"
+            ) from None
+    tok, new_model, encode, sample = _hf_parts(
+        cfg
+    )  # after the data: a missing file fails before any model load
     if asker is None and cfg.teacher.model == REFERENCE_TEACHER:
         asker = reference_asker(rows)
     elif asker is None and cfg.teacher.endpoint:
