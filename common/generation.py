@@ -42,6 +42,7 @@ from common.models import load_causal_lm, load_tokenizer
 from common.sampling import Completion, Generator, Prompts, SamplingParams, check_prompts
 
 __all__ = [
+    "BACKENDS",
     "COMPILE_MIN_TOKENS",
     "STATIC_LEN_STEP",
     "Completion",
@@ -53,6 +54,7 @@ __all__ = [
     "check_prompts",
     "cut_at_stop",
     "make_generator",
+    "resolve_backend",
     "sample_inverse_cdf",
     "sample_next",
     "save_for_vllm",
@@ -326,16 +328,27 @@ class HFGenerator:
         return cut_at_stop(tail, stops)[1]
 
 
+BACKENDS = ("auto", "hf", "vllm")
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """ "hf" or "vllm" for a requested backend; "auto" follows the rule measured by
+    `benchmarks/generation_speed.py` (RESULTS.md): vLLM when it is installed and CUDA is present, our HF
+    loop everywhere else."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
+
+
 def make_generator(model_or_path, tokenizer=None, backend: str = "auto", **kwargs) -> Generator:
     """HF or vLLM. "auto": vLLM when installed and CUDA present, else HF (ARCHITECTURE.md).
 
     `model_or_path`: an in-memory model (HF only), a folder, hub id or short name. `kwargs` go to
     `HFGenerator` or to `VLLMGenerator` (seed and vLLM engine arguments).
     """
-    if backend not in ("auto", "hf", "vllm"):
-        raise ValueError(f"unknown generation backend {backend!r}; valid: auto, hf, vllm")
-    if backend == "auto":
-        backend = "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
+    backend = resolve_backend(backend)
     in_memory = isinstance(model_or_path, torch.nn.Module)
     if backend == "vllm":
         if in_memory:

@@ -90,6 +90,10 @@ class RealConfig:
     max_input_tokens: int = 768
     """Left truncation of the prompt (code: 3750)."""
     max_new_tokens: int = 32
+    backend: str = "auto"
+    """Generation backend of the three roles: "hf" (our decode loop), "vllm" (one vLLM engine per distinct
+    role model, the GPU's memory shared between them), or "auto" (`common.generation.resolve_backend`: vLLM
+    where installed on CUDA, else HF). The official code serves each role from its own server."""
     train: bool = False
     """Train GLPFT (stage 1 + three stage-2 copies) on the mirrored train-example role data first."""
     train_steps: int = 40
@@ -98,6 +102,8 @@ class RealConfig:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"umi: real.limit must be >= 1 or null (all 1,547 steps), got {self.limit}")
+        if self.backend not in ("auto", "hf", "vllm"):
+            raise ConfigError(f"umi: real.backend must be one of auto, hf, vllm, got {self.backend!r}")
 
 
 @dataclass(frozen=True)

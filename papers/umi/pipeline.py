@@ -22,6 +22,7 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch
 
 from common.config import config_dict
 from common.data import DataError
+from common.generation import VLLMGenerator, resolve_backend, save_for_vllm
 from common.models import ModelNotFoundError, build_tiny_causal_lm, load_causal_lm, load_tokenizer
 from common.results import write_results
 from common.stages import StageError, cached_json, runs_dir, stage_hash
@@ -159,6 +161,29 @@ def criteria(per_seed: dict[int, dict]) -> dict:
     }  # fmt: skip
 
 
+def role_engines(cfg: UmiConfig, tok, folder: Path) -> Callable:
+    """`model -> Generator | None` for the real eval: None (the HF loop) unless the backend resolves to
+    vLLM; then one vLLM engine per distinct model, the unmodified `real.model` loaded from its own path and
+    a trained role model from a folder saved for vLLM, each given an equal share of the GPU's memory."""
+    backend = resolve_backend(cfg.real.backend)
+    if backend == "hf":
+        return lambda model: None
+    share = (
+        {"gpu_memory_utilization": 0.85 / (3 if cfg.real.train else 1)} if torch.cuda.is_available() else {}
+    )
+    made: dict[int, VLLMGenerator] = {}
+
+    def engine(model):
+        if id(model) not in made:
+            path = cfg.real.model
+            if cfg.real.train:
+                path = save_for_vllm(model, tok, folder / f"vllm-{len(made)}")
+            made[id(model)] = VLLMGenerator(path, seed=0, **share)
+        return made[id(model)]
+
+    return engine
+
+
 def real_eval(cfg: UmiConfig, data_dir: str | None, root: Path, force: bool) -> dict:
     """Static eval of an HF model on the ToolBench OOD steps (optionally after GLPFT on the mirrored
     train-example role data)."""
@@ -180,7 +205,10 @@ def real_eval(cfg: UmiConfig, data_dir: str | None, root: Path, force: bool) -> 
     def compute():
         t0 = time.perf_counter()
         tok = load_tokenizer(cfg.real.model)
-        gen_fn = lambda mod: generator(mod, tok, cfg, cfg.real.max_input_tokens, 0, stop=("</s>",))  # noqa: E731
+        engines = role_engines(cfg, tok, folder)
+        gen_fn = lambda mod: generator(  # noqa: E731
+            mod, tok, cfg, cfg.real.max_input_tokens, 0, stop=("</s>",), engine=engines(mod)
+        )
         if cfg.real.train:
             samples = role_datasets(
                 load_trajectories(tb / TRAIN_EXAMPLE), str(tb / TRAIN_EXAMPLE), cfg.train.stale_giveup_input

@@ -87,10 +87,13 @@ def train_condition(
     return models, losses
 
 
-def generator(model, tokenizer, cfg: UmiConfig, max_input: int, seed: int, stop: tuple[str, ...] = ()):
+def generator(
+    model, tokenizer, cfg: UmiConfig, max_input: int, seed: int, stop: tuple[str, ...] = (), engine=None
+):
     """`prompts -> texts` for one model: prompts left-truncated to `max_input` tokens, greedy by default
-    (the official sampling with `eval.greedy=false`)."""
-    gen = HFGenerator(model, tokenizer, batch_size=cfg.eval.batch_size, progress=False)
+    (the official sampling with `eval.greedy=false`). `engine`: a ready `Generator` serving `model` (e.g. a
+    `VLLMGenerator` on its saved folder); None: our HF decode loop on the in-memory model."""
+    gen = engine or HFGenerator(model, tokenizer, batch_size=cfg.eval.batch_size, progress=False)
     if cfg.eval.greedy:
         params = SamplingParams(
             temperature=0.0, max_tokens=cfg.eval.max_new_tokens, stop=list(stop), seed=seed
