@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, each against its baseline in the same run.
 
 - threads: torch threads per process (baseline: the default, all cores).
-- generation: 256 samples x 64 tokens from tiny-student, HF backend vs vLLM backend.
+- generation: 64 x 128 tokens from the toy student and SmolLM2-135M-Instruct: our HF loop and vLLM vs
+  transformers' `generate` (the rule `common.generation.resolve_backend` follows).
 - rl_throughput: common.rl_loop.run_rl vs trl's GRPOTrainer, samples/s (needs the `bench` extra).
 """
 
@@ -15,7 +16,7 @@ from benchmarks import generation_speed, rl_throughput, threads
 def main() -> int:
     print("## torch threads per process\n")
     threads.main([])
-    print("\n## generation: 256 samples x 64 tokens, tiny-student\n")
+    print("\n## generation: 64 x 128 tokens, HF loop / vLLM vs transformers generate\n")
     generation_speed.main([])
     print("\n## RL rollout throughput: run_rl vs trl GRPOTrainer\n")
     rl_throughput.main([])

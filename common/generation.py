@@ -1,6 +1,6 @@
 """One `Generator` interface over our own HF decode loop and vLLM.
 
-    gen = make_generator(model_or_path, tokenizer)          # vLLM on CUDA when installed, else HF
+    gen = make_generator(model_or_path, tokenizer)          # "auto": the measured rule of resolve_backend
     outs = gen.generate(prompts, SamplingParams(n=4, temperature=1.0, max_tokens=64, seed=0))
     # flat, prompt-major: outs[i] belongs to prompts[i // n]
 
@@ -30,20 +30,23 @@ is in `common.generation_vllm` and the shared contract (`SamplingParams`, `Compl
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StaticCache
 
 from common.generation_vllm import VLLMGenerator, save_for_vllm, vllm_available
-from common.models import load_causal_lm, load_tokenizer
+from common.models import load_causal_lm, load_tokenizer, resolve
 from common.sampling import Completion, Generator, Prompts, SamplingParams, check_prompts
 
 __all__ = [
     "BACKENDS",
     "COMPILE_MIN_TOKENS",
+    "CPU_VLLM_MIN_PARAMS",
     "STATIC_LEN_STEP",
     "Completion",
     "Generator",
@@ -58,6 +61,7 @@ __all__ = [
     "sample_inverse_cdf",
     "sample_next",
     "save_for_vllm",
+    "saved_parameters",
     "vllm_available",
 ]
 
@@ -330,25 +334,58 @@ class HFGenerator:
 
 BACKENDS = ("auto", "hf", "vllm")
 
+CPU_VLLM_MIN_PARAMS = 50_000_000
+"""On the CPU, "auto" gives a saved model of at least this many parameters to vLLM, a smaller one (or an
+in-memory model) to our HF loop. Measured by `benchmarks/generation_speed.py` (64 prompts x 128 new tokens,
+T = 1, one thread, tokens per CPU-second; benchmarks/RESULTS.md): SmolLM2-135M-Instruct vLLM 189, HF loop
+132, transformers' generate 83; the toy student (0.1M parameters, 588-token vocabulary) HF loop 12,680,
+generate 10,459, vLLM 5,537 (vLLM's per-step scheduling outweighs a tiny model's compute). Nothing between
+3M and 135M parameters was measured; the threshold sits between the two."""
 
-def resolve_backend(backend: str = "auto") -> str:
-    """ "hf" or "vllm" for a requested backend; "auto" follows the rule measured by
-    `benchmarks/generation_speed.py` (RESULTS.md): vLLM when it is installed and CUDA is present, our HF
-    loop everywhere else."""
+
+def saved_parameters(model_or_path) -> int | None:
+    """Parameters of a saved model (a folder of *.safetensors, a short name or a cached hub id), read from
+    the safetensors headers (no weights loaded); None for an in-memory model or when it cannot be read."""
+    if isinstance(model_or_path, torch.nn.Module):
+        return None
+    try:
+        from safetensors import safe_open
+
+        files = sorted(Path(resolve(model_or_path)).expanduser().glob("*.safetensors"))
+        total = 0
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 - safe_open has keys(), not __iter__
+                    total += math.prod(f.get_slice(name).get_shape())
+        return total or None
+    except Exception:  # a hub id not on disk, an unreadable folder: no count, so no vLLM on the CPU
+        return None
+
+
+def resolve_backend(backend: str = "auto", model_or_path=None) -> str:
+    """ "hf" or "vllm" for a requested backend. "auto" follows what `benchmarks/generation_speed.py`
+    measured: no vLLM installed or an in-memory model -> HF; CUDA -> vLLM; CPU -> vLLM for a saved model of
+    at least `CPU_VLLM_MIN_PARAMS` parameters, HF for smaller or unknown ones (`model_or_path` None)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown generation backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
+    if not vllm_available() or isinstance(model_or_path, torch.nn.Module):
+        return "hf"  # vLLM loads a folder: an in-memory model stays on the HF loop
+    if torch.cuda.is_available():
+        return "vllm"
+    n = saved_parameters(model_or_path) if model_or_path is not None else None
+    return "vllm" if n is not None and n >= CPU_VLLM_MIN_PARAMS else "hf"
 
 
 def make_generator(model_or_path, tokenizer=None, backend: str = "auto", **kwargs) -> Generator:
-    """HF or vLLM. "auto": vLLM when installed and CUDA present, else HF (ARCHITECTURE.md).
+    """HF or vLLM. "auto": `resolve_backend` (vLLM on CUDA where installed; on the CPU vLLM only for a saved
+    model of `CPU_VLLM_MIN_PARAMS` parameters or more, as measured).
 
     `model_or_path`: an in-memory model (HF only), a folder, hub id or short name. `kwargs` go to
     `HFGenerator` or to `VLLMGenerator` (seed and vLLM engine arguments).
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, model_or_path)
     in_memory = isinstance(model_or_path, torch.nn.Module)
     if backend == "vllm":
         if in_memory:

