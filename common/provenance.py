@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -94,6 +95,14 @@ def dirty_paths(porcelain: str, ignore: tuple[str, ...] = ()) -> list[str]:
 
 
 _RUN_START: dict | None = None  # the code state when this run began (`mark_run_start`)
+_CPU_START: float | None = None  # cpu_seconds() when this run began
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for children (pool workers,
+    subprocesses) so far: on a machine shared with other jobs this, unlike wall time, measures the run."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def code_state() -> dict:
@@ -111,9 +120,10 @@ def code_state() -> dict:
 def mark_run_start() -> dict:
     """Record the code state now (`common.reproduce` calls it before a pipeline starts): provenance then
     names the commit the run started from, not whatever HEAD is when the results are written, and says
-    `code_changed_during_run` when a commit, checkout or edit happened in between."""
-    global _RUN_START
-    _RUN_START = code_state()
+    `code_changed_during_run` when a commit, checkout or edit happened in between, and `cpu_s`, the CPU
+    seconds the run used (`cpu_seconds`)."""
+    global _RUN_START, _CPU_START
+    _RUN_START, _CPU_START = code_state(), cpu_seconds()
     return _RUN_START
 
 
@@ -133,6 +143,8 @@ def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
     if changed is not None:
         changed = [p for p in changed if not p.startswith(ignore)]
     moved = {} if _RUN_START is None else {"code_changed_during_run": now != _RUN_START}
+    if _CPU_START is not None:
+        moved["cpu_s"] = round(cpu_seconds() - _CPU_START, 1)
     return {
         "commit": state["commit"],
         "dirty": bool(changed) if changed is not None else None,

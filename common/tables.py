@@ -100,7 +100,9 @@ def _results_table(slug: str, scale: str, root: Path | None) -> list[str]:
         f"### Reproduced, {scale} scale",
         "",
         f"commit `{(prov.get('commit') or '?')[:10]}`, seeds {prov.get('seeds')}, "
-        f"wall time {format_duration(prov.get('wall_time_s'))}, grader {prov.get('grader')}; "
+        f"wall time {format_duration(prov.get('wall_time_s'))}"
+        + (f" ({format_duration(prov['cpu_s'])} CPU)" if prov.get("cpu_s") is not None else "")
+        + f", grader {prov.get('grader')}; "
         f"per-seed rows in [reproduced.csv](results/{scale}/reproduced.csv), "
         f"[provenance.json](results/{scale}/provenance.json)."
         + (f" Every row: {common_cols}." if common_cols else ""),
@@ -312,7 +314,8 @@ def _toy_runtime(slug: str, root: Path | None) -> str:
     load = (prov.get("hardware") or {}).get("load_avg_15min")
     cores = (prov.get("hardware") or {}).get("cpu_count")
     busy = f" (load {load:g} on {cores} cores)" if load is not None and cores else ""
-    return format_duration(prov.get("wall_time_s")) + busy
+    cpu = f", {format_duration(prov['cpu_s'])} CPU" if prov.get("cpu_s") is not None else ""
+    return format_duration(prov.get("wall_time_s")) + busy + cpu
 
 
 def render_papers_table(root: Path | None = None, scale: str = "toy") -> str:

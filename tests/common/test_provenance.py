@@ -1,6 +1,7 @@
 """common.provenance: the dirty check counts only paths that can change a run's numbers."""
 
 import subprocess
+import sys
 
 from common import provenance
 
@@ -57,6 +58,7 @@ def test_a_run_records_the_code_it_started_from_and_says_when_it_moved(monkeypat
     }
     monkeypatch.setattr(provenance, "_git", lambda cmd, *a: state[cmd])
     monkeypatch.setattr(provenance, "_RUN_START", None)
+    monkeypatch.setattr(provenance, "_CPU_START", None)
     before = provenance.collect_provenance()
     assert before["commit"] == "a" * 40 and before["dirty_paths"] == ["common/rl.py"]
     assert "code_changed_during_run" not in before  # no run was marked
@@ -66,3 +68,14 @@ def test_a_run_records_the_code_it_started_from_and_says_when_it_moved(monkeypat
     prov = provenance.collect_provenance()
     assert prov["commit"] == "a" * 40 and prov["dirty"] is True and prov["dirty_paths"] == ["common/rl.py"]
     assert prov["code_changed_during_run"] is True
+
+
+def test_a_marked_run_records_its_cpu_seconds_children_included(monkeypatch):
+    monkeypatch.setattr(provenance, "_RUN_START", None)
+    monkeypatch.setattr(provenance, "_CPU_START", None)
+    assert "cpu_s" not in provenance.collect_provenance()
+    provenance.mark_run_start()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a waited-for child's CPU counts
+    prov = provenance.collect_provenance()
+    assert 0.5 <= prov["cpu_s"] < 0.5 + 30
