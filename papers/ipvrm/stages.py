@@ -145,7 +145,9 @@ def rm_stage(kind: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, sf
     """One reward model trained from pi_SFT and its Part A scores: {"kind", "seed", "path", "loss_first",
     "loss_last", "process": {...}, "prefix": {...}, "prefix_auc": {k: auc}}."""
     rmc = cfg.rm
-    key = stage_hash({"rm": asdict(rmc), "kind": kind, "seed": seed, "sft": sft_path, "v": VERSION})
+    # which other kinds and seeds are trained does not change this one (turning DPO-RM on keeps the cache)
+    settings = {k: v for k, v in asdict(rmc).items() if k not in ("kinds", "seeds")}
+    key = stage_hash({"rm": settings, "kind": kind, "seed": seed, "sft": sft_path, "v": VERSION})
     folder = work / f"rm-{kind.replace(' ', '_')}-s{seed}-{key}"
 
     def compute() -> dict:
