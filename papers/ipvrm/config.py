@@ -41,7 +41,7 @@ class SFTConfig:
 class RMConfig:
     """The reward models: copies of pi_SFT trained on labelled training-format trajectories (spec)."""
 
-    kinds: tuple[str, ...] = ("IPVRM", "Implicit PRM")
+    kinds: tuple[str, ...] = ("IPVRM", "Implicit PRM", "DPO-RM")  # paper (Q-RM, EndoRM: not built)
     seeds: tuple[int, ...] = (0, 1, 2)
     train_rows: int = 4000  # spec
     steps: int = 200  # ours (spec 400; CPU budget)
@@ -50,7 +50,7 @@ class RMConfig:
     beta_ipvrm: float = 1.0  # spec toy (paper: 10)
     margin: float = 0.5  # spec toy (paper: 5)
     beta_implicit: float = 1.0  # spec toy (paper: 0.05)
-    beta_dpo: float = 1.0  # ours (paper: 0.05); DPO-RM is off by default at toy scale (CPU budget)
+    beta_dpo: float = 1.0  # ours, as the toy's other betas (paper: 0.05)
     eval_rows: int = 1000  # spec: ProcessBench-style F1 on 1,000 evaluation trajectories
     val_rows: int = 600  # spec: the threshold is chosen on a separate 600-trajectory validation set
     auc_steps: tuple[int, ...] = (1, 3, 5)  # spec: prefix AUC after 1, 3, 5 steps

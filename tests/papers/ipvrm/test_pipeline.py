@@ -39,7 +39,7 @@ def mini(tmp_path, monkeypatch):
             mixed_only=False,
         ),
         processbench=replace(toy.processbench, enabled=False),  # tests/papers/ipvrm/test_processbench_lm.py
-        bon=replace(toy.bon, problems=6, samples=8, ns=(2, 8)),
+        bon=replace(toy.bon, problems=6, samples=16, ns=(4, 16)),
         workers=1,
     )
     return cfg, tmp_path
@@ -54,17 +54,25 @@ def test_miniature_pipeline_writes_rows_the_claims_read(mini, monkeypatch):
         rows = list(csv.DictReader(f))
     policy = [r for r in rows if r["benchmark"] == "toy-arith" and not r["metric"].startswith("BoN")]
     assert {r["method"] for r in policy} == set(RL_METHODS) | {"SFT"}
-    assert {r["method"] for r in rows if r["benchmark"] == "toy-processbench"} == {"IPVRM", "Implicit PRM"}
+    rms = {"IPVRM", "Implicit PRM", "DPO-RM"}
+    assert {r["method"] for r in rows if r["benchmark"] == "toy-processbench"} == rms
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["cpu_s"] > 0 and set(prov["part_b"]) >= {"passed", "rm_score_deltas", "calibration"}
     assert (out / "rl_rm_score.png").exists() and (out / "rl_verifier_accuracy.png").exists()
     results = {c.id: c for c in evaluate_claims("ipvrm", "toy", root)}
-    for cid in ("ipvrm_processbench_beats_implicit_prm", "distrl_raises_rm_score", "grpo_vr_beats_sft"):
+    for cid in (
+        "ipvrm_processbench_beats_implicit_prm",
+        "ipvrm_processbench_beats_dpo_rm",
+        "distrl_raises_rm_score",
+        "grpo_vr_beats_sft",
+        "ipvrm_bon_beats_implicit_prm",
+        "bon16_dpo_rm_beats_random",
+    ):
         assert results[cid].stats is not None and results[cid].stats.n == 2, cid
     bon = [r for r in rows if r["metric"].startswith("BoN")]
-    methods = {"IPVRM", "Implicit PRM", "Random pick (Pass@1)", "Oracle pick (pass@N)"}
+    methods = rms | {"Random pick (Pass@1)", "Oracle pick (pass@N)"}
     assert {r["method"] for r in bon} == methods
-    assert {r["metric"] for r in bon} == {"BoN@2 acc", "BoN@8 acc", "BoN avg acc"}
+    assert {r["metric"] for r in bon} == {"BoN@4 acc", "BoN@16 acc", "BoN avg acc"}
     value = {(r["method"], r["setting"], r["metric"]): float(r["value"]) for r in bon}
     for (method, setting, metric), v in value.items():  # the oracle bounds every pick
         assert v <= value[("Oracle pick (pass@N)", setting, metric)] + 1e-9, (method, setting, metric)
