@@ -112,7 +112,7 @@ def bon_rows(model: str, pools: list[dict], bons: list[dict]) -> list[dict]:
 
 
 def bon_calibration(pools: list[dict], bons: list[dict], n: int = 16) -> dict:
-    """Per RM kind, BoN@n - random pick@n per seed (points) and whether every seed is above the floor (the
+    """Per RM kind, BoN@n - random pick@n per seed (points) and the kinds above the floor in every seed (the
     noise-aware verdicts are the claims'); `n` falls back to the largest N drawn."""
     key = str(n) if all(str(n) in p["random"] for p in pools) else max(pools[0]["random"], key=int)
     floor = {p["seed"]: p["random"][key] for p in pools}
@@ -120,7 +120,7 @@ def bon_calibration(pools: list[dict], bons: list[dict], n: int = 16) -> dict:
     for b in bons:
         out.setdefault(b["kind"], []).append(points(b["accuracy"][key] - floor[b["seed"]]))
     return out | {
-        "beats_random": sorted(k for k, d in out.items() if k != "N" and min(d) > 0),
+        "above_random_in_every_seed": sorted(k for k, d in out.items() if k != "N" and min(d) > 0),
         "grader_agreement": min(p["grader_agreement"] for p in pools),
     }
 
