@@ -266,6 +266,11 @@ USAGE = cases(
         ("ipvrm", "--set", "rm.kinds=[PRM9]"),
         ("unknown rm.kinds entry 'PRM9'", "valid: "),
     ),
+    Cli(
+        "ipvrm-bon-n-above-samples",
+        ("ipvrm", "--set", "bon.ns=[4, 128]"),
+        ("bon.ns has N = 128, more than the bon.samples = 64 candidates",),
+    ),
     Cli("unknown-paper", ("gpt5",), ("unknown paper 'gpt5'", VALID_PAPERS)),
     Cli("unknown-scale", ("umi", "--scale", "huge"), ("unknown scale 'huge'", "valid: toy, small, paper")),
     Cli("set-without-value", ("qrm", "--set", "rm.lr"), ("'rm.lr'", "expected key.path=value")),

@@ -41,7 +41,7 @@ class SFTConfig:
 class RMConfig:
     """The reward models: copies of pi_SFT trained on labelled training-format trajectories (spec)."""
 
-    kinds: tuple[str, ...] = ("IPVRM", "Implicit PRM")
+    kinds: tuple[str, ...] = ("IPVRM", "Implicit PRM", "DPO-RM")  # paper (Q-RM, EndoRM: not built)
     seeds: tuple[int, ...] = (0, 1, 2)
     train_rows: int = 4000  # spec
     steps: int = 200  # ours (spec 400; CPU budget)
@@ -50,7 +50,7 @@ class RMConfig:
     beta_ipvrm: float = 1.0  # spec toy (paper: 10)
     margin: float = 0.5  # spec toy (paper: 5)
     beta_implicit: float = 1.0  # spec toy (paper: 0.05)
-    beta_dpo: float = 1.0  # ours (paper: 0.05); DPO-RM is off by default at toy scale (CPU budget)
+    beta_dpo: float = 1.0  # ours, as the toy's other betas (paper: 0.05)
     eval_rows: int = 1000  # spec: ProcessBench-style F1 on 1,000 evaluation trajectories
     val_rows: int = 600  # spec: the threshold is chosen on a separate 600-trajectory validation set
     auc_steps: tuple[int, ...] = (1, 3, 5)  # spec: prefix AUC after 1, 3, 5 steps
@@ -94,6 +94,20 @@ class RealProcessBenchConfig:
 
 
 @dataclass(frozen=True)
+class BoNConfig:
+    """Best-of-N (paper step 4, Table 1): candidates from pi_SFT on the test prompts, scored by every
+    trained RM (`bon.py`: consecutive N-groups, one solution score per RM kind), graded by math-verify
+    on the final answer; one candidate pool per RM seed (its seed = `seed_base` + the RM seed)."""
+
+    enabled: bool = True
+    problems: int = 500  # ours: the first `problems` of the 500 test prompts (the policy-eval set)
+    samples: int = 64  # paper: 64 candidates per problem (N up to 64)
+    ns: tuple[int, ...] = (4, 16, 64)  # paper
+    temperature: float = 1.0  # UNCONFIRMED: the paper does not state the BoN sampling temperature
+    seed_base: int = 1000  # ours
+
+
+@dataclass(frozen=True)
 class IPVRMConfig:
     scale: str
     world: WorldSpec = field(default_factory=WorldSpec)
@@ -101,6 +115,7 @@ class IPVRMConfig:
     rm: RMConfig = field(default_factory=RMConfig)
     rl: RLConfigIPVRM = field(default_factory=RLConfigIPVRM)
     processbench: RealProcessBenchConfig = field(default_factory=RealProcessBenchConfig)
+    bon: BoNConfig = field(default_factory=BoNConfig)
     threads: int = 1  # torch CPU threads per process
     workers: int = 2  # processes for the RM and RL runs
 
@@ -146,6 +161,15 @@ def check_config(cfg: IPVRMConfig) -> None:
         raise ConfigError(
             f"ipvrm: processbench.per_subset must be >= 2 (an erroneous and a correct row), got "
             f"{cfg.processbench.per_subset}"
+        )
+    b = cfg.bon
+    _positive(**{"bon.problems": b.problems, "bon.samples": b.samples, "bon.temperature": b.temperature})
+    if not b.ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in b.ns):
+        raise ConfigError(f"ipvrm: bon.ns must be a non-empty list of ints >= 1, got {list(b.ns)}")
+    if max(b.ns) > b.samples:
+        raise ConfigError(
+            f"ipvrm: bon.ns has N = {max(b.ns)}, more than the bon.samples = {b.samples} candidates drawn "
+            "per problem"
         )
     if rl.samples_per_prompt < 2:
         raise ConfigError(

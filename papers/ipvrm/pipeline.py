@@ -36,10 +36,20 @@ import torch
 from common.config import config_dict
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
+from papers.ipvrm.bon import SCORE_RULES
 from papers.ipvrm.config import IPVRMConfig, check_config
 from papers.ipvrm.processbench_lm import processbench_stage
-from papers.ipvrm.report import part_b_verdict, plot_rl, processbench_rows, rl_rows, rm_rows, sft_rows
-from papers.ipvrm.stages import rl_stage, rm_stage, sft_stage
+from papers.ipvrm.report import (
+    bon_calibration,
+    bon_rows,
+    part_b_verdict,
+    plot_rl,
+    processbench_rows,
+    rl_rows,
+    rm_rows,
+    sft_rows,
+)
+from papers.ipvrm.stages import bon_samples_stage, bon_stage, rl_stage, rm_stage, sft_stage
 
 SLUG = "ipvrm"
 log = logging.getLogger(__name__)
@@ -73,6 +83,10 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
             if cfg.processbench.enabled
             else None
         )
+        b = cfg.bon
+        pool_jobs = {  # one Best-of-N candidate pool per RM seed
+            s: pool.submit(bon_samples_stage, s, cfg, work, force, sft["path"]) for s in rm.seeds if b.enabled
+        }
         rl_jobs = []
         if rl.enabled:
             ipvrm = rm_jobs[("IPVRM", rl.rm_seed)].result()
@@ -81,11 +95,19 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
                 for s in rl.seeds
                 for m in rl.methods
             ]
+        bon_jobs = [  # queued behind the RL arms; each waits for its RM and its seed's candidate pool
+            pool.submit(bon_stage, *j, cfg, work, force, sft["path"], job.result(), pool_jobs[j[1]].result())
+            for j, job in rm_jobs.items()
+            if j[1] in pool_jobs
+        ]
         rms = [job.result() for job in rm_jobs.values()]
         runs = [job.result() for job in rl_jobs]
+        pools = [job.result() for job in pool_jobs.values()]
+        bons = [job.result() for job in bon_jobs]
         real = real_job.result() if real_job is not None else None
     model = cfg.sft.preset
     rows = sft_rows(model, sft) + rm_rows(model, rms) + rl_rows(model, runs)
+    rows += bon_rows(model, pools, bons) if pools else []
     rows += processbench_rows(real) if real is not None else []
     out.mkdir(parents=True, exist_ok=True)
     extra: dict = {"sft": {k: v for k, v in sft.items() if k != "path"}}
@@ -94,6 +116,17 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
         extra["part_b"] = part_b_verdict(runs, sft)
         plots = plot_rl(runs, sft, out)
         atomic_write_json(out / "rl_curves.json", runs)
+    if pools:
+        extra["bon"] = {
+            "problems": b.problems,
+            "samples": b.samples,
+            "ns": list(b.ns),
+            "temperature": f"{b.temperature} (UNCONFIRMED: the paper does not state it)",
+            "groups": "consecutive N-groups of the pool, averaged (ImplicitPRM bon_eval); first on a tie",
+            "score_rules": {k: SCORE_RULES[k] for k in rm.kinds},
+            "grader": "math-verify on \\boxed{last step digit} (common.scoring.math_is_correct)",
+            "calibration": bon_calibration(pools, bons),
+        }
     atomic_write_json(out / "part_a.json", [{k: v for k, v in r.items() if k != "path"} for r in rms])
     if real is not None:
         atomic_write_json(out / "processbench_real.json", real)

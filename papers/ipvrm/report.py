@@ -5,7 +5,8 @@ Rows: `setting` = `chain` (pi_SFT, measured once) or `chain seed <s>`; `model` =
 Part A (benchmark `toy-processbench`): `F1` (process-level step scores, threshold tuned on the validation
 set), `F1 (prefix-based)`, `prefix AUC after <k> steps` (a fraction); Part B (benchmark `toy-arith`):
 `mean per-token RM score` (Eq. 19, last steps' rollouts), `verifier accuracy (rollouts, last steps)`,
-`greedy accuracy` and `sampled accuracy (avg@4, T=1)` on the test prompts; pi_SFT's rows as method `SFT`.
+`greedy accuracy` and `sampled accuracy (avg@4, T=1)` on the test prompts; pi_SFT's rows as method `SFT`;
+Best-of-N (benchmark `toy-arith`): `BoN@<N> acc` and `BoN avg acc` per RM and the two reference arms.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from common.results import result_row
 
 BENCH_A, BENCH_B = "toy-processbench", "toy-arith"
 GRPO, DISTRL, CALIBRATION = "GRPO w/ IPVRM", "DistRL w/ IPVRM", "GRPO w/ VR"
+RANDOM_PICK, ORACLE = "Random pick (Pass@1)", "Oracle pick (pass@N)"
 
 
 def points(x: float) -> float:
@@ -90,6 +92,37 @@ def rl_rows(model: str, runs: list[dict]) -> list[dict]:
             _row(setting, model, m, BENCH_B, "sampled accuracy (avg@4, T=1)", points(r["test_sampled"]))
         )
     return rows
+
+
+def bon_rows(model: str, pools: list[dict], bons: list[dict]) -> list[dict]:
+    """Best-of-N rows (benchmark `toy-arith`, the test prompts; Table 1's metric names): per seed, each RM's
+    `BoN@<N> acc` and `BoN avg acc` (the mean over the N, Table 1's per-dataset score), and the reference
+    arms `RANDOM_PICK` (floor) and `ORACLE` (ceiling) on the same pool."""
+    rows = []
+    arms = [(RANDOM_PICK, p["seed"], p["random"]) for p in pools] + [
+        (ORACLE, p["seed"], p["oracle"]) for p in pools
+    ]
+    for method, seed, acc in arms + [(b["kind"], b["seed"], b["accuracy"]) for b in bons]:
+        setting = f"chain seed {seed}"
+        for n, value in acc.items():
+            rows.append(_row(setting, model, method, BENCH_B, f"BoN@{n} acc", points(value)))
+        mean = sum(acc.values()) / len(acc)
+        rows.append(_row(setting, model, method, BENCH_B, "BoN avg acc", points(mean)))
+    return rows
+
+
+def bon_calibration(pools: list[dict], bons: list[dict], n: int = 16) -> dict:
+    """Per RM kind, BoN@n - random pick@n per seed (points) and the kinds above the floor in every seed (the
+    noise-aware verdicts are the claims'); `n` falls back to the largest N drawn."""
+    key = str(n) if all(str(n) in p["random"] for p in pools) else max(pools[0]["random"], key=int)
+    floor = {p["seed"]: p["random"][key] for p in pools}
+    out: dict = {"N": int(key)}
+    for b in bons:
+        out.setdefault(b["kind"], []).append(points(b["accuracy"][key] - floor[b["seed"]]))
+    return out | {
+        "above_random_in_every_seed": sorted(k for k, d in out.items() if k != "N" and min(d) > 0),
+        "grader_agreement": min(p["grader_agreement"] for p in pools),
+    }
 
 
 def part_b_verdict(runs: list[dict], sft: dict) -> dict:

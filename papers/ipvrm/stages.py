@@ -5,12 +5,15 @@
 - `rm_stage`: one reward model (IPVRM / Implicit PRM / DPO-RM, one seed) as a copy of pi_SFT, then Part A:
   ProcessBench-style F1 on the evaluation set with the threshold chosen on the validation set, and the
   prefix AUC of the outcome after k steps;
+- `bon_samples_stage`: one Best-of-N candidate pool from pi_SFT on the test prompts, graded by math-verify;
+  `bon_stage`: one RM's solution scores on it and its best-of-N accuracy (`bon.py`);
 - `rl_stage`: one Part B run (method, seed) through `common.rl_loop.run_rl` with `distrl.DistRLPolicyLoss`
   and the frozen IPVRM of `rl.rm_seed`: per chunk the rollouts' verifier accuracy and mean per-token RM
   score (Eq. 19), then greedy and T = 1 accuracy on the test prompts.
 
 Data seeds (fixed, disjoint roles): SFT data 1, RM data 100 + seed, evaluation set 2 (test), threshold
-validation set 3, RL training prompts 4, test prompts 5, SFT validation prompts 6.
+validation set 3, RL training prompts 4, test prompts 5 (also the Best-of-N problems), SFT validation
+prompts 6; Best-of-N sampling seed `bon.seed_base` + the RM seed.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from pathlib import Path
 
 import torch
 
+from common.generation import HFGenerator, SamplingParams
 from common.models import build_tiny_causal_lm, count_parameters, load_causal_lm
 from common.rl import Rollout, sequence_logprobs
 from common.rl_loop import RLConfig, run_rl
-from common.stages import atomic_dir, cached_json, stage_hash
+from common.scoring import math_is_correct
+from common.stages import atomic_dir, atomic_write_json, cached_json, read_json, stage_hash
+from papers.ipvrm.bon import SCORE_RULES, bon_accuracy, oracle_accuracy, random_pick_accuracy, solution_score
 from papers.ipvrm.config import RL_METHODS, IPVRMConfig
 from papers.ipvrm.distrl import DistRLPolicyLoss, distrl_reward_fn
 from papers.ipvrm.ipvrm import step_scores
@@ -43,6 +49,7 @@ from papers.ipvrm.world import (
     WorldSpec,
     eval_set,
     is_correct,
+    parse_steps,
     prompt_text,
     prompts,
     training_set,
@@ -145,7 +152,9 @@ def rm_stage(kind: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, sf
     """One reward model trained from pi_SFT and its Part A scores: {"kind", "seed", "path", "loss_first",
     "loss_last", "process": {...}, "prefix": {...}, "prefix_auc": {k: auc}}."""
     rmc = cfg.rm
-    key = stage_hash({"rm": asdict(rmc), "kind": kind, "seed": seed, "sft": sft_path, "v": VERSION})
+    # which other kinds and seeds are trained does not change this one (turning DPO-RM on keeps the cache)
+    settings = {k: v for k, v in asdict(rmc).items() if k not in ("kinds", "seeds")}
+    key = stage_hash({"rm": settings, "kind": kind, "seed": seed, "sft": sft_path, "v": VERSION})
     folder = work / f"rm-{kind.replace(' ', '_')}-s{seed}-{key}"
 
     def compute() -> dict:
@@ -264,3 +273,96 @@ def rl_stage(method: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, 
         }
 
     return cached_json(out / "result.json", force, compute)
+
+
+def final_answer_text(response: str, spec: WorldSpec) -> str | None:
+    """The response's final answer as math-verify reads it (`\\boxed{d}`, d = the last step's digit), or
+    None when its steps do not parse (no answer)."""
+    steps = parse_steps(response, spec)
+    return None if steps is None else f"\\boxed{{{steps[-1]}}}"
+
+
+def bon_samples_stage(seed: int, cfg: IPVRMConfig, work: Path, force: bool, sft_path: str) -> dict:
+    """One Best-of-N candidate pool: `bon.samples` completions per problem from pi_SFT at `bon.temperature`
+    (seed `bon.seed_base` + seed) on the first `bon.problems` test prompts, each graded by math-verify on
+    its final answer. {"seed", "path" (candidates.json: per problem the operands, token ids, grades),
+    "mean_accuracy", "grader_agreement" (with `world.is_correct`), "random": {N: acc}, "oracle": {N: acc}}."""
+    b, spec = cfg.bon, cfg.world
+    settings = {k: v for k, v in asdict(b).items() if k != "enabled"}
+    key = stage_hash({"bon": settings, "seed": seed, "sft": sft_path, "world": asdict(spec), "v": VERSION})
+    folder = work / f"bon-samples-s{seed}-{key}"
+
+    def compute() -> dict:
+        tok, policy = world_tokenizer(), _load(sft_path)
+        ops = prompts(TEST_PROMPTS, b.problems, spec)
+        params = SamplingParams(
+            n=b.samples, temperature=b.temperature, max_tokens=max_tokens(spec), seed=b.seed_base + seed
+        )
+        outs = HFGenerator(policy, tok, batch_size=2048, progress=False).generate(
+            [prompt_text(o, spec) for o in ops], params
+        )
+        verdicts: dict[tuple[str, int], bool] = {}  # the toy has 10 x 10 (answer, gold) pairs
+        grades, agree = [[] for _ in ops], 0
+        for o in outs:
+            operands, answer = ops[o.prompt_index], final_answer_text(o.text, spec)
+            gold = sum(operands) % 10
+            if answer is not None and (answer, gold) not in verdicts:
+                verdicts[(answer, gold)] = math_is_correct(answer, str(gold))
+            grade = int(answer is not None and verdicts[(answer, gold)])
+            grades[o.prompt_index].append(grade)
+            agree += grade == is_correct(operands, o.text, spec)
+        k = b.samples  # outputs are prompt-major: problem i's candidates are outs[i k : (i + 1) k]
+        tokens = [[c.token_ids for c in outs[i * k : (i + 1) * k]] for i in range(len(ops))]
+        rows = [{"operands": list(o), "token_ids": t, "grades": g} for o, t, g in zip(ops, tokens, grades)]
+        atomic_write_json(folder / "candidates.json", rows, indent=None)
+        return {
+            "seed": seed,
+            "path": str(folder / "candidates.json"),
+            "mean_accuracy": sum(map(sum, grades)) / len(outs),
+            "grader_agreement": agree / len(outs),
+            "random": {str(n): random_pick_accuracy(grades, n) for n in b.ns},
+            "oracle": {str(n): oracle_accuracy(grades, n) for n in b.ns},
+        }
+
+    return cached_json(folder / "result.json", force, compute)
+
+
+def candidate_scores(rm, ref, tok, rows: list[dict], spec: WorldSpec, beta: float, rule: str):
+    """Per problem, each candidate's solution score (`bon.solution_score` of beta * l_t over its response
+    tokens, the EOS included as in RM training)."""
+    seqs, starts = [], []
+    for r in rows:
+        p = tok(prompt_text(tuple(r["operands"]), spec))["input_ids"]
+        for ids in r["token_ids"]:
+            seqs.append(p + ids)
+            starts.append(len(p))
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    att, resp = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
+    for i, (s, start) in enumerate(zip(seqs, starts)):
+        ids[i, : len(s)], att[i, : len(s)], resp[i, start : len(s)] = torch.tensor(s), 1, True
+    ratios = log_ratios(rm, ref, ids, att, resp)
+    flat = [solution_score((beta * ratios[i][resp[i]]).tolist(), rule) for i in range(len(seqs))]
+    k = len(rows[0]["token_ids"])
+    return [flat[i * k : (i + 1) * k] for i in range(len(rows))]
+
+
+def bon_stage(kind: str, seed: int, cfg: IPVRMConfig, work: Path, force: bool, sft_path: str, rm: dict, pool):
+    """Best-of-N of one RM (kind, seed) on its seed's candidate pool: {"kind", "seed", "rule",
+    "accuracy": {N: acc}} (fractions); the scores go to scores.json beside it."""
+    b = cfg.bon
+    beta = {"IPVRM": cfg.rm.beta_ipvrm, "Implicit PRM": cfg.rm.beta_implicit, "DPO-RM": cfg.rm.beta_dpo}[kind]
+    rule = SCORE_RULES[kind]
+    key = stage_hash({"ns": b.ns, "rm": rm["path"], "pool": pool["path"], "rule": rule, "v": VERSION})
+    folder = work / f"bon-{kind.replace(' ', '_')}-s{seed}-{key}"
+
+    def compute() -> dict:
+        tok, ref, model = world_tokenizer(), _load(sft_path), _load(rm["path"])
+        rows = read_json(pool["path"])
+        scores = candidate_scores(model, ref, tok, rows, cfg.world, beta, rule)
+        atomic_write_json(folder / "scores.json", scores, indent=None)
+        grades = [r["grades"] for r in rows]
+        acc = {str(n): bon_accuracy(scores, grades, n) for n in b.ns}
+        return {"kind": kind, "seed": seed, "rule": rule, "accuracy": acc}
+
+    return cached_json(folder / "result.json", force, compute)

@@ -39,6 +39,7 @@ def mini(tmp_path, monkeypatch):
             mixed_only=False,
         ),
         processbench=replace(toy.processbench, enabled=False),  # tests/papers/ipvrm/test_processbench_lm.py
+        bon=replace(toy.bon, problems=6, samples=16, ns=(4, 16)),
         workers=1,
     )
     return cfg, tmp_path
@@ -51,19 +52,43 @@ def test_miniature_pipeline_writes_rows_the_claims_read(mini, monkeypatch):
     out = pipeline.reproduce(cfg)
     with open(out / "reproduced.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows if r["benchmark"] == "toy-arith"} == set(RL_METHODS) | {"SFT"}
-    assert {r["method"] for r in rows if r["benchmark"] == "toy-processbench"} == {"IPVRM", "Implicit PRM"}
+    policy = [r for r in rows if r["benchmark"] == "toy-arith" and not r["metric"].startswith("BoN")]
+    assert {r["method"] for r in policy} == set(RL_METHODS) | {"SFT"}
+    rms = {"IPVRM", "Implicit PRM", "DPO-RM"}
+    assert {r["method"] for r in rows if r["benchmark"] == "toy-processbench"} == rms
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["cpu_s"] > 0 and set(prov["part_b"]) >= {"passed", "rm_score_deltas", "calibration"}
     assert (out / "rl_rm_score.png").exists() and (out / "rl_verifier_accuracy.png").exists()
     results = {c.id: c for c in evaluate_claims("ipvrm", "toy", root)}
-    for cid in ("ipvrm_processbench_beats_implicit_prm", "distrl_raises_rm_score", "grpo_vr_beats_sft"):
+    for cid in (
+        "ipvrm_processbench_beats_implicit_prm",
+        "ipvrm_processbench_beats_dpo_rm",
+        "distrl_raises_rm_score",
+        "grpo_vr_beats_sft",
+        "ipvrm_bon_beats_implicit_prm",
+        "bon16_dpo_rm_beats_random",
+    ):
         assert results[cid].stats is not None and results[cid].stats.n == 2, cid
+    bon = [r for r in rows if r["metric"].startswith("BoN")]
+    methods = rms | {"Random pick (Pass@1)", "Oracle pick (pass@N)"}
+    assert {r["method"] for r in bon} == methods
+    assert {r["metric"] for r in bon} == {"BoN@4 acc", "BoN@16 acc", "BoN avg acc"}
+    value = {(r["method"], r["setting"], r["metric"]): float(r["value"]) for r in bon}
+    for (method, setting, metric), v in value.items():  # the oracle bounds every pick
+        assert v <= value[("Oracle pick (pass@N)", setting, metric)] + 1e-9, (method, setting, metric)
+    assert set(prov["bon"]["calibration"]) >= {"N", "IPVRM", "above_random_in_every_seed"}
+    assert prov["bon"]["calibration"]["grader_agreement"] == 1.0  # math-verify agrees with the verifier
     before = (out / "reproduced.csv").read_text()
-    runs = sorted(p.name for p in (root / "runs" / "ipvrm" / "toy").iterdir())
+    work = root / "runs" / "ipvrm" / "toy"
+    runs = sorted(p.name for p in work.iterdir())
     pipeline.reproduce(cfg)  # every stage cached: same rows, no new stage folders
     assert (out / "reproduced.csv").read_text() == before
-    assert sorted(p.name for p in (root / "runs" / "ipvrm" / "toy").iterdir()) == runs
+    assert sorted(p.name for p in work.iterdir()) == runs
+    # a killed Best-of-N stage (result not written) is recomputed to the same rows on the next run
+    (killed,) = [p for p in work.iterdir() if p.name.startswith("bon-IPVRM-s1-")]
+    (killed / "result.json").unlink()
+    pipeline.reproduce(cfg)
+    assert (killed / "result.json").exists() and (out / "reproduced.csv").read_text() == before
 
 
 def test_preset_and_bad_config_stop_with_one_line(capsys):
@@ -78,6 +103,8 @@ def test_preset_and_bad_config_stop_with_one_line(capsys):
         (["rl.rm_seed=7"], "rl.rm_seed 7 is not one of rm.seeds"),
         (["world.step_tokens=fancy"], "step_tokens"),
         (["sft.preset=huge"], "sft.preset 'huge'"),
+        (["bon.ns=[4, 128]"], "bon.ns has N = 128, more than the bon.samples = 64 candidates"),
+        (["bon.ns=[]"], "bon.ns must be a non-empty list"),
     ):
         with pytest.raises((ConfigError, ValueError), match=message) as err:
             apply_overrides(get_config("toy"), sets)
