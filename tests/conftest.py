@@ -95,3 +95,14 @@ def restore_data_dir_env():
         os.environ.pop(DATA_DIR_ENV, None)
     else:
         os.environ[DATA_DIR_ENV] = saved
+
+
+@pytest.fixture(scope="session")
+def vllm_chat_server(tmp_path_factory):
+    """(url, folder): one real vLLM OpenAI-compatible server for the whole session, serving a tiny random
+    chat model (tests/common/vllm_server.py); started by the first test that asks (mark those `vllm`)."""
+    from tests.common.vllm_server import vllm_server
+
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    with vllm_server(folder) as url:
+        yield url, folder

