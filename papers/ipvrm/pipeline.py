@@ -27,13 +27,13 @@ pi_old in DistRL's TD (the code's); Eq. 19's l uses pi_SFT, the RM's reference.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from pathlib import Path
 
 import torch
 
 from common.config import config_dict
+from common.provenance import cpu_seconds
 from common.results import paper_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
 from papers.ipvrm.bon import SCORE_RULES
@@ -53,12 +53,6 @@ from papers.ipvrm.stages import bon_samples_stage, bon_stage, rl_stage, rm_stage
 
 SLUG = "ipvrm"
 log = logging.getLogger(__name__)
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its finished children (the workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = None) -> Path:
