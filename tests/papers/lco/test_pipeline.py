@@ -45,7 +45,8 @@ def mini(tmp_path, monkeypatch):
         eval_every=1,
         sampled_n=2,
     )
-    cfg = replace(toy, stability=replace(toy.stability, seeds=(0, 1), iterations=10), rl=rl, workers=1)
+    stability = replace(toy.stability, seeds=(0, 1), iterations=10)
+    cfg = replace(toy, stability=stability, rl=rl, dense=replace(toy.dense, enabled=False), workers=1)
     return cfg, tmp_path
 
 
