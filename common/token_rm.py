@@ -357,9 +357,11 @@ def _token_logprobs(model: nn.Module, input_ids, attention_mask, official_shift:
 
 
 def _vocab_logprobs(model: nn.Module, input_ids, attention_mask) -> torch.Tensor:
-    """[batch, seq - 1, V] float log-softmax of a causal LM; position t-1 scores the token at t."""
+    """[batch, seq - 1, V] log-softmax of a causal LM (fp16 / bf16 upcast to float32); position t-1 scores
+    the token at t."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     return torch.log_softmax(
-        model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float(), -1
+        logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits, -1
     )
 
 

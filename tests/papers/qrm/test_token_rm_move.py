@@ -58,7 +58,7 @@ def old():
 def setup():
     tok = world_tokenizer()
     splits = make_splits()
-    pairs = new_rm.world_preference_pairs(preference_pairs(splits["train"][:64], seed=0))[:24]
+    pairs = new_rm.world_preference_pairs(preference_pairs(splits["train"][:16], seed=0))[:8]
     return tok, pairs
 
 
@@ -75,10 +75,11 @@ def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def _cfg(module, **kw):
     return module.RMTrainConfig(
-        lr=1e-3, batch_size=4, max_steps=4, max_len=96, seed=0, mixed_precision="no", **kw
+        lr=1e-3, batch_size=4, max_steps=2, max_len=96, seed=0, mixed_precision="no", **kw
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["qrm", "orm", "pgtg"])
 def test_token_scorer_training_is_bit_identical(old, setup, objective):
     tok, pairs = setup
@@ -95,6 +96,7 @@ def test_token_scorer_training_is_bit_identical(old, setup, objective):
     _same_state(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dpo", "implicit"])
 def test_dpo_and_implicit_prm_training_is_bit_identical(old, setup, kind):
     tok, pairs = setup
@@ -104,7 +106,7 @@ def test_dpo_and_implicit_prm_training_is_bit_identical(old, setup, kind):
         train = m.train_dpo_reward_model if kind == "dpo" else m.train_implicit_prm
         losses = train(model, tok, pairs, _cfg(m), progress=False)
         margins = m.log_ratio_margins(model, tok, pairs, 8, max_len=96)
-        batch = m.pair_collate(tok.pad_token_id)(m.encode_pairs(tok, pairs[:6], 96))
+        batch = m.pair_collate(tok.pad_token_id)(m.encode_pairs(tok, pairs[:4], 96))
         rewards = [
             model.token_rewards(
                 batch["input_ids"], batch["attention_mask"], batch["response_mask"], 0.1, shift
