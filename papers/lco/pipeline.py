@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import config_dict
-from common.results import paper_dir, write_results
+from common.results import paper_dir, results_name, write_results
 from common.stages import atomic_write_json, atomic_write_text, is_main_process, runs_dir, worker_pool
 from common.tables import DETAILS
 from papers.lco.config import LCOConfig, check_config, regime
@@ -58,6 +58,8 @@ from papers.lco.stability import EVAL_EVERY, GROUP, MINIBATCH, PASSES, PROMPTS, 
 from papers.lco.stages import rl_stage, sft_stage, stability_job
 
 SLUG = "lco"
+DENSE_PART = "dense"  # results/<scale>-dense/
+GRADER = "toy: common.scoring.gsm8k_is_correct (strict); GSM8K: flexible; MATH: math_is_correct"
 log = logging.getLogger(__name__)
 
 
@@ -154,7 +156,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
     benchmark = "toy-arith" if rl.task == "arith" else {"gsm8k": "GSM8K", "math": "MATH500"}[rl.task]
     dense_out = None
     if d.enabled:
-        dense_out = write_dense(cfg, rl, model, benchmark, sft, dense, start, data_dir)
+        dense_out = write_dense(cfg, rl, model, benchmark, sft, dense, start)
     if not rows and not runs:
         return dense_out or out
     if runs:
@@ -172,7 +174,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
         seeds=sorted(set(s.seeds if s.enabled else ()) | set(rl.seeds if rl.enabled else ())),
         config=config_dict(cfg),
         wall_time_s=wall,
-        grader="toy: common.scoring.gsm8k_is_correct (strict); GSM8K: flexible; MATH: math_is_correct",
+        grader=GRADER,
         sampling={
             "eval": f"greedy Pass@1, max_tokens {rl.max_tokens}; GRU check: greedy token accuracy",
             "rollouts": f"{rl.samples_per_prompt} sample(s)/prompt at T={rl.temperature}",
@@ -181,11 +183,9 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
     )
 
 
-def write_dense(
-    cfg: LCOConfig, rl, model: str, benchmark: str, sft: dict, dense: dict, start: float, data_dir
-):
+def write_dense(cfg: LCOConfig, rl, model: str, benchmark: str, sft: dict, dense: dict, start: float) -> Path:
     """results/<scale>-dense/: the RM rows, the SFT rows and the dense RL rows, with their own provenance."""
-    out = paper_dir(SLUG) / "results" / f"{cfg.scale}-dense"
+    out = paper_dir(SLUG) / "results" / results_name(cfg.scale, DENSE_PART)
     out.mkdir(parents=True, exist_ok=True)
     rows = rm_rows(rl.task, model, dense["rms"]) + rl_rows(rl.task, benchmark, model, sft, dense["runs"])
     plots = plot_rl(rl.task, sft, dense["runs"], out)
@@ -200,7 +200,7 @@ def write_dense(
         seeds=sorted(cfg.dense.seeds),
         config=config_dict(cfg),
         wall_time_s=wall,
-        grader="toy: common.scoring.gsm8k_is_correct (strict); GSM8K: flexible; MATH: math_is_correct",
+        grader=GRADER,
         sampling={
             "eval": f"greedy Pass@1, max_tokens {rl.max_tokens}",
             "rollouts": f"{rl.samples_per_prompt} sample(s)/prompt at T={rl.temperature}",
@@ -212,5 +212,5 @@ def write_dense(
             "regime": {k: v for k, v in config_dict(rl).items() if k != "enabled"},
             "plots": [p.name for p in plots],
         },
-        part="dense",
+        part=DENSE_PART,
     )

@@ -5,17 +5,13 @@ writing results/toy-dense/ whose rows the dense claims read."""
 import csv
 import json
 import math
-import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 
-import common.results
-from common.models import build_tiny_causal_lm
 from common.results import evaluate_claims
 from common.rl import Rollout
-from common.synthetic.tokenizer import world_tokenizer
 from papers.lco import dense, pipeline
 from papers.lco.arms import DenseLCOPolicyLoss, DenseSource
 from papers.lco.config import DENSE_METHODS, DENSE_SOURCES, get_config
@@ -87,16 +83,8 @@ def test_dense_kld_target_is_pi_old_tilted_by_the_dpo_advantage_on_the_policy_to
 
 
 @pytest.fixture
-def mini(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
-    (tmp_path / "papers" / "lco").mkdir(parents=True)
-    for name in ("claims.yaml", "published.csv"):
-        shutil.copy(common.results.ROOT / "papers" / "lco" / name, tmp_path / "papers" / "lco" / name)
-    monkeypatch.setattr(common.results, "ROOT", tmp_path)
-    tok = world_tokenizer()
-    policy = build_tiny_causal_lm("tiny-student", vocab_size=len(tok), seed=0, tokenizer=tok)
-    policy.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
+def mini(mini_root, monkeypatch):
+    tmp_path = mini_root
     task_of = dense.task_of  # an untrained policy is never right: a verifier by length gives both kinds
 
     def pseudo_task(rl, data_dir):
