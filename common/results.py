@@ -83,17 +83,6 @@ def split_results_name(name: str) -> tuple[str, str | None]:
     return scale, part or None
 
 
-def results_names(slug: str, root: Path | None = None) -> list[str]:
-    """Every results folder of a paper with a reproduced.csv: per scale (in SCALES order) the scale's own,
-    then its parts (alphabetical)."""
-    base = paper_dir(slug, root) / "results"
-    names = []
-    for scale in SCALES:
-        parts = sorted(p.name for p in base.glob(f"{scale}-*") if (p / "reproduced.csv").exists())
-        names += ([scale] if (base / scale / "reproduced.csv").exists() else []) + parts
-    return names
-
-
 PAPERS = {
     "qrm": "reward model + RL",
     "lco": "RL",

@@ -40,7 +40,6 @@ from common.results import (
     load_published,
     load_reproduced,
     paper_dir,
-    results_names,
     split_results_name,
 )
 
@@ -81,6 +80,17 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def results_names(slug: str, root: Path | None = None) -> list[str]:
+    """Every results folder of a paper with a reproduced.csv: per scale (in SCALES order) the scale's own,
+    then its parts (alphabetical)."""
+    base = paper_dir(slug, root) / "results"
+    names = []
+    for scale in SCALES:
+        parts = sorted(p.name for p in base.glob(f"{scale}-*") if (p / "reproduced.csv").exists())
+        names += ([scale] if (base / scale / "reproduced.csv").exists() else []) + parts
+    return names
 
 
 def _label(name: str) -> str:

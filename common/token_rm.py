@@ -1,11 +1,8 @@
 """Token-level reward models on preference pairs, shared by papers/qrm and papers/lco.
 
-- Maths (pure): the Q-RM pairwise loss `qrm_loss` (qrm spec "Q-RM training loss": mean over pairs of
-  -log sigma(beta (mean_w Z - mean_l Z) - gamma)), the masked means / sums it uses, DPO's loss on summed
-  log-probs, `aligned_token_logprobs` (log pi(a_t|s_t) at the token's own position) and the DPO-RM token
-  reward beta (log pi_dpo - log pi_ref), the chunk normalisation r = Z / std(Z) of token rewards.
-- Data: `encode_pairs` (prompt + response + EOS, mask on the response with EOS, the prompt kept past
-  `max_len`), `pair_collate` (chosen rows first, then rejected).
+- Maths (pure): `qrm_loss` (qrm spec "Q-RM training loss") and the masked means / sums it uses, DPO's
+  loss, `aligned_token_logprobs`, the DPO-RM token reward, the chunk normalisation r = Z / std(Z).
+- Data: `encode_pairs` (prompt + response + EOS, the mask on the response and EOS), `pair_collate`.
 - Training: `train_pairwise` (Adam via `common.train`, constant lr, no warm-up, no clipping: the Q-RM
   code's regime) with a pair loss; `train_qrm` (L_QRM on any scorer whose forward gives [batch, seq] token
   scores), `train_dpo_reward_model` (DPO vs a frozen reference).
@@ -35,9 +32,6 @@ from common.rl import by_length
 from common.train import TrainConfig, train
 
 REDUCES = ("mean", "last")
-
-
-# --- maths ------------------------------------------------------------------------------------------
 
 
 def check_mask(z: torch.Tensor, mask: torch.Tensor, where: str, name: str = "mask") -> torch.Tensor:
@@ -159,9 +153,6 @@ def dpo_loss(
     return F.softplus(-beta * margin).mean()
 
 
-# --- pairs ------------------------------------------------------------------------------------------
-
-
 def _prompt_ids(tokenizer, prompt: str, chat_template: bool) -> list[int]:
     if chat_template:
         text = tokenizer.apply_chat_template(
@@ -223,9 +214,6 @@ def split_pairs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) halves of a `pair_collate` batch's rows."""
     half = x.shape[0] // 2
     return x[:half], x[half:]
-
-
-# --- training ---------------------------------------------------------------------------------------
 
 
 def unscaled_lora(model: nn.Module, rank: int) -> nn.Module:
@@ -297,9 +285,6 @@ def train_qrm(
     return losses
 
 
-# --- scoring ----------------------------------------------------------------------------------------
-
-
 def response_token_scores(
     scorer: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -339,9 +324,6 @@ def pairwise_accuracy(
     """Fraction of pairs with reduce(Z_chosen) > reduce(Z_rejected) (ties count as wrong)."""
     margins = pairwise_margins(scorer, tokenizer, pairs, reduce, batch_size, **encode)
     return sum(m > 0 for m in margins) / len(margins)
-
-
-# --- models -----------------------------------------------------------------------------------------
 
 
 def _token_logprobs(model: nn.Module, input_ids, attention_mask, official_shift: bool = False):
