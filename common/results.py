@@ -5,6 +5,8 @@ Layout per paper (`papers/<slug>/`):
     claims.yaml                    the headline comparisons as data (see below)
     results/<scale>/reproduced.csv same columns, written only by `write_results` from a pipeline run
     results/<scale>/provenance.json commit, versions, seeds, grader, sampling protocol, hardware, wall time
+    results/<scale>-<part>/        the same for a separately run part of a pipeline (e.g. lco's toy-dense):
+                                   its own rows, provenance and claims (a claim's optional `part:` key)
 
 Rows are in the units of the paper's published.csv (points: 41.6, not 0.416), one row per seed with
 `setting` ending in ` seed <int>` (e.g. `arith seed 0`); `split_seed` strips it, so the tables group
@@ -18,6 +20,8 @@ sign method - baseline should have), and two blocks naming rows:
     scaled:    {filter: {...}, method: M, baseline: B}                   # optional: the rows small /
                                                                          # paper write, where the
                                                                          # published block is a delta row
+A claim with `part: <part>` is judged only on results/<scale>-<part>/ and a claim without one only on
+results/<scale>/ (a part's rows come from another run, with their own provenance).
 `column:` names the column holding M and B when it is not `method` (e.g. `model` for a benchmark
 paper). A block with `unavailable: <why>` has no numbers. A toy block may also set `direction:` (its
 metric's own sense, e.g. a KL where the paper reports accuracy) and `margin:` (the claimed size of the
@@ -66,6 +70,19 @@ from common.stats import DeltaStats, delta_stats
 ROOT = repo_root()
 RESULT_COLUMNS = ("table", "setting", "model", "method", "benchmark", "metric", "value")
 SCALES = ("toy", "small", "paper")
+
+
+def results_name(scale: str, part: str | None = None) -> str:
+    """The results folder of a scale (`toy`) or of a separately run part of it (`toy-dense`)."""
+    return f"{scale}-{part}" if part else scale
+
+
+def split_results_name(name: str) -> tuple[str, str | None]:
+    """`"toy-dense"` -> `("toy", "dense")`; `"toy"` -> `("toy", None)`."""
+    scale, _, part = name.partition("-")
+    return scale, part or None
+
+
 PAPERS = {
     "qrm": "reward model + RL",
     "lco": "RL",
@@ -135,11 +152,16 @@ def write_results(
     sampling: dict | None = None,
     extra: dict | None = None,
     root: Path | None = None,
+    part: str | None = None,
 ) -> Path:
-    """Write papers/<slug>/results/<scale>/{reproduced.csv,provenance.json} atomically; return the dir."""
+    """Write papers/<slug>/results/<scale>/{reproduced.csv,provenance.json} atomically; return the dir.
+
+    `part`: a separately run part of the pipeline, written to results/<scale>-<part>/ instead."""
     if scale not in SCALES:
         raise ResultsError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    out = paper_dir(slug, root) / "results" / scale
+    if part is not None and not re.fullmatch(r"[a-z0-9_]+", part):
+        raise ResultsError(f"results part must be lower-case letters, digits or _, got {part!r}")
+    out = paper_dir(slug, root) / "results" / results_name(scale, part)
     clean = _validate_rows(rows, f"write_results({slug}, {scale})")
     if not clean:
         raise ResultsError(f"write_results({slug}, {scale}): no rows")
@@ -155,6 +177,7 @@ def write_results(
         wall_time_s=round(wall_time_s, 2),
         grader=grader,
         sampling=sampling,
+        **({"part": part} if part else {}),
         **(extra or {}),
     )
     atomic_write_text(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
@@ -366,18 +389,23 @@ def paired_deltas(block: dict, rows: list[dict] | None, where: str = "claim") ->
 
 def evaluate_claims(slug: str, scale: str, root: Path | None = None) -> list[ClaimResult]:
     """Per claim: the published delta, the reproduced paired deltas on results/<scale>/reproduced.csv
-    with their interval, and the verdict.
+    with their interval, and the verdict. `scale` may name a part's folder (`toy-dense`): then only the
+    claims of that part are judged, on its rows.
 
     Toy scale reads each claim's `toy` block (its own direction and margin if set); small and paper
     scales read the `scaled` block where there is one, else the `published` block, so the reproduced
     rows must carry the published names.
     """
     published, reproduced = load_published(slug, root), load_reproduced(slug, scale, root)
+    base, part = split_results_name(scale)
     results = []
     for claim in load_claims(slug, root):
-        block = claim["toy"] if scale == "toy" else claim.get("scaled", claim["published"])
-        direction = block.get("direction", claim["direction"]) if scale == "toy" else claim["direction"]
-        margin = float(block.get("margin", 0)) if scale == "toy" else 0.0
+        if claim.get("part") != part:
+            continue
+        toy = base == "toy"
+        block = claim["toy"] if toy else claim.get("scaled", claim["published"])
+        direction = block.get("direction", claim["direction"]) if toy else claim["direction"]
+        margin = float(block.get("margin", 0)) if toy else 0.0
         deltas = paired_deltas(block, reproduced, f"papers/{slug}/claims.yaml {claim['id']} ({scale})")
         stats = delta_stats(deltas) if deltas else None
         if "unavailable" in block:

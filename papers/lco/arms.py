@@ -11,6 +11,13 @@
   token whose advantage sits at position t of `advantages` (run_rl's convention).
 - `ValueCritic`: a scalar head on a copy of the policy's backbone (ours; the framework's critic is a
   separate model), for the PPO arm.
+- Dense sources (spec sections 4 and 6), `DenseSource`: the reward model's scores over the whole vocabulary
+  at every response position, Q-RM: log phi(s, .) of a `common.token_rm.CausalLMTokenRM`; DPO-RM: log
+  pi_dpo(.|s) - log pi_ref(.|s) of a `common.token_rm.DPORewardModel`. `DenseLCOPolicyLoss` turns them into
+  LCO-KLD's advantages on k tokens (`topk_advantages`: the RM's own top-k for Q-RM, the old policy's top-k
+  for DPO-RM, divided by their std over the k, the rest unsupported) with the old policy's logits on that
+  support; `dense_reward` gives the score of each sampled token, / std over the chunk's response tokens
+  (the Q-RM code's buffer, `common.token_rm.normalize_token_rewards`), as PPO's token reward.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import torch
 from torch import nn
 
 from common.rl import GROUP_ADVANTAGES, Rollout, group_advantages
-from papers.lco.lco import beta_eff, lco_loss, sparse_advantages, topk_support
+from common.token_rm import CausalLMTokenRM, DPORewardModel, normalize_token_rewards
+from papers.lco.lco import beta_eff, lco_loss, sparse_advantages, topk_advantages, topk_support
 
 OLD_FILL = -100.0  # the code's fill for the non-top-k old logits
 
@@ -132,3 +140,89 @@ class ValueCritic(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return self.head(out.hidden_states[-1].to(self.head.weight.dtype)).squeeze(-1)
+
+
+DENSE_KINDS = ("qrm", "dpo")
+
+
+class DenseSource:
+    """A trained Q-RM ("qrm", a `CausalLMTokenRM`) or DPO-RM ("dpo", a `DPORewardModel`) scoring every
+    token of the vocabulary at each position of a rollout (module doc), `batch` rows at a time. The scores
+    of the last rollout are kept, so the policy loss and the reward share one forward."""
+
+    def __init__(self, kind: str, model: CausalLMTokenRM | DPORewardModel, batch: int | None = None):
+        if kind not in DENSE_KINDS:
+            raise ValueError(f"DenseSource: unknown kind {kind!r}; valid: {', '.join(DENSE_KINDS)}")
+        self.kind, self.model, self.batch = kind, model.eval(), batch
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (input_ids, scores), by identity
+
+    @torch.no_grad()
+    def vocab_scores(self, ro: Rollout) -> torch.Tensor:
+        """[B, S-1, V]: position t-1 scores every candidate for the token at t."""
+        if self._last is not None and self._last[0] is ro.input_ids:
+            return self._last[1]
+        fn = self.model.vocab_logprobs if self.kind == "qrm" else self.model.vocab_log_ratio
+        step = self.batch or len(ro)
+        scores = torch.cat(
+            [fn(ro.input_ids[s : s + step], ro.attention_mask[s : s + step]) for s in range(0, len(ro), step)]
+        )
+        self._last = (ro.input_ids, scores)
+        return scores
+
+    def sampled_scores(self, ro: Rollout) -> torch.Tensor:
+        """[B, S]: the score of each sampled response token at its own position, 0 elsewhere."""
+        picked = self.vocab_scores(ro).gather(-1, ro.input_ids[:, 1:, None])[..., 0]
+        z = torch.cat([torch.zeros_like(picked[:, :1]), picked], dim=1)
+        return torch.where(ro.response_mask, z, torch.zeros_like(z))
+
+
+def dense_reward(
+    source: DenseSource,
+    tokenizer,
+    prompts: list[str],
+    answers: list[str],
+    is_correct: Callable[[str, str], bool],
+    sub_mean: bool = False,
+) -> Callable[[Rollout], torch.Tensor]:
+    """reward_fn for run_rl: the sampled tokens' scores / their std over the chunk (`sub_mean`: centred
+    first, the Q-RM paper's standardisation); logs the verifier's fraction correct (not trained on) as
+    `correct` and the mean raw score as `reward_raw`."""
+    by_prompt = {tuple(tokenizer(p)["input_ids"]): a for p, a in zip(prompts, answers)}
+
+    def reward(ro: Rollout) -> torch.Tensor:
+        ok = [float(is_correct(t, by_prompt[tuple(p)])) for t, p in zip(ro.texts, ro.prompt_ids)]
+        z = source.sampled_scores(ro)
+        ro.metrics["correct"] = sum(ok) / len(ok)
+        ro.metrics["reward_raw"] = float(z[ro.response_mask].mean())
+        return normalize_token_rewards(z, ro.response_mask, sub_mean)
+
+    return reward
+
+
+class DenseLCOPolicyLoss(LCOPolicyLoss):
+    """LCO-KLD with a dense source's advantages on k tokens per position (module doc); the `advantages`
+    run_rl passes (the reward_fn's) are not used."""
+
+    def __init__(self, source: DenseSource, beta: float, k: int = 5, forward_batch_size: int | None = None):
+        super().__init__("kld", beta, forward_batch_size=forward_batch_size)
+        self.source, self.k = source, k
+
+    @torch.no_grad()
+    def prepare(self, policy: nn.Module, ro: Rollout) -> None:
+        super().prepare(policy, ro)  # the full old logits
+        scores = self.source.vocab_scores(ro)
+        rank_by = scores if self.source.kind == "qrm" else self.old["values"]
+        adv, support = topk_advantages(scores, rank_by, self.k)
+        self.old |= {"adv": adv, "support": support}
+
+    def __call__(
+        self, policy: nn.Module, ro: Rollout, idx: torch.Tensor, advantages: torch.Tensor
+    ) -> torch.Tensor:
+        if "adv" not in self.old:
+            raise RuntimeError("DenseLCOPolicyLoss: prepare(policy, rollout) must run before the loss")
+        ids = ro.input_ids[idx]
+        logits = _logits(policy, ids, ro.attention_mask[idx])
+        mask, old = ro.response_mask[idx, 1:], self.old["values"][idx]
+        return lco_loss(
+            "kld", logits, old, self.old["adv"][idx], self.beta, mask, support=self.old["support"][idx]
+        )

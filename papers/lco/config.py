@@ -29,6 +29,8 @@ METHODS = {  # method name (claims.yaml) -> (run_rl algorithm, LCO loss variant 
     "LCO-MSE": ("reinforce", "mse"),
     "LCO-LCH": ("reinforce", "lch"),
 }
+DENSE_SOURCES = {"Q-RM": "qrm", "DPO-RM": "dpo"}  # row name -> arms.DenseSource kind
+DENSE_METHODS = ("LCO-KLD", "PPO")  # LCO-KLD vs the gradient-norm study's PPO-clip on the same source
 TASKS = ("arith", "gsm8k", "math")
 ADVANTAGE_KINDS = (*GROUP_ADVANTAGES, "raw")  # raw: the verifier's +1 / -1 itself (code's LCO scripts)
 # The gate's run_seed leaves RLConfig's gradient clipping at its default: read it, do not copy it.
@@ -90,11 +92,39 @@ class RLConfigLCO:
 
 
 @dataclass(frozen=True)
+class DenseConfig:
+    """RL with the dense advantage sources (spec sections 4 and 6): a Q-RM and a DPO-RM trained on pairs of
+    the starting policy's own samples (verifier-correct chosen, incorrect rejected, training split only),
+    then LCO-KLD with their top-k advantages and PPO-clip with the same RM's token reward. The regime is
+    `rl`'s (`config.regime`), at its lr (factor 1). Results: results/<scale>-dense/ (a separate run)."""
+
+    enabled: bool = False
+    sources: tuple[str, ...] = ("Q-RM", "DPO-RM")
+    methods: tuple[str, ...] = DENSE_METHODS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    k: int = 5  # spec: the k tokens of the dense advantage (code logits_topk 5)
+    beta: float = 2.0  # code: policy_train_lco_with_qrm_v2 / _with_dpo_rm defaults (paper UNCONFIRMED)
+    reward_sub_mean: bool = False  # PPO's token reward: Q-RM code's Z / std (True: (Z - mean) / std)
+    pair_prompts: int = 512  # ours: training-split prompts sampled for the RM pairs
+    pair_samples: int = 4  # ours: samples per prompt (T = rl.temperature; the code's 1.0)
+    pairs_per_prompt: int = 2  # ours: (correct, incorrect) pairs kept per prompt
+    heldout_pairs: int = 200  # ours: pairs (of other training prompts) for the RMs' pairwise accuracy
+    rm_lr: float = 1e-4  # ours: qrm's toy RMs (Q-RM code: 1e-5 for LoRA on a 70B LM)
+    rm_batch_size: int = 32  # ours: qrm's toy RMs (code: 2)
+    rm_steps: int = 100  # ours: qrm's toy RMs (100 steps of 32 pairs)
+    qrm_beta: float = 0.2  # spec (code QRMLoss): Q-RM beta
+    qrm_gamma: float = 2.0  # spec (code QRMLoss): Q-RM gamma
+    dpo_beta: float = 0.1  # Q-RM paper's DPO-RM beta (LCO's DPO-RM training: UNCONFIRMED)
+    rm_max_len: int = 256  # ours: prompt + response tokens (toy responses are < 100)
+
+
+@dataclass(frozen=True)
 class LCOConfig:
     scale: str
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     rl: RLConfigLCO = field(default_factory=RLConfigLCO)
     loss: LCOLossConfig = field(default_factory=LCOLossConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
     backend: str = "auto"  # generation: vLLM on CUDA when installed, else HF
     vllm_memory: float = 0.3  # ours: vLLM's share of the GPU
     threads: int | None = None  # torch CPU threads (toy: 1 per process)
@@ -118,8 +148,10 @@ def regime(rl: RLConfigLCO) -> RLConfigLCO:
 
 def check_config(cfg: LCOConfig) -> None:
     """One-line `ConfigError` (a ValueError) for a value outside the tables above."""
-    rl, loss = cfg.rl, cfg.loss
+    rl, loss, dense = cfg.rl, cfg.loss, cfg.dense
     for what, values, valid in (
+        ("dense source", dense.sources, DENSE_SOURCES),
+        ("dense method", dense.methods, DENSE_METHODS),
         ("method", rl.methods, METHODS),
         ("method", rl.factor_methods, METHODS),
         ("task", (rl.task,), TASKS),
@@ -141,6 +173,10 @@ def check_config(cfg: LCOConfig) -> None:
         raise ConfigError(f"lco: loss.logits_topk must be >= 1 or null, got {loss.logits_topk}")
     if not rl.methods or not rl.seeds or not rl.lr_factors or any(f <= 0 for f in rl.lr_factors):
         raise ConfigError("lco: rl.methods, rl.seeds and rl.lr_factors must be non-empty (factors > 0)")
+    if dense.enabled and (not dense.sources or not dense.methods or not dense.seeds):
+        raise ConfigError("lco: dense.sources, dense.methods and dense.seeds must be non-empty")
+    if not dense.beta > 0 or dense.k < 1:
+        raise ConfigError(f"lco: dense.beta must be > 0 and dense.k >= 1, got {dense.beta}, {dense.k}")
     if rl.updates_per_chunk < 1:
         raise ConfigError(f"lco: rl.updates_per_chunk must be >= 1, got {rl.updates_per_chunk}")
     try:  # now, not after the stability runs and the SFT stage
@@ -163,6 +199,7 @@ TOY = LCOConfig(
         max_grad_norm=GATE_CLIP,
     ),
     loss=LCOLossConfig(beta=1.0),
+    dense=DenseConfig(enabled=True),  # results/toy-dense/ (a separate run: see README "How to run")
     threads=1,
     workers=2,
 )

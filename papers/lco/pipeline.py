@@ -12,6 +12,12 @@ The recipe (spec `shared/papers/lco.md`):
    `lr_factors` x it. Validation greedy Pass@1 and the gradient norm every chunk; test greedy Pass@1 at the
    end; stability = the max drawdown of the validation curve.
 
+3. (`dense.enabled`) The dense advantage sources (`dense.py`): a Q-RM (the starting policy's copy trained
+   with L_QRM on its log-softmax) and a DPO-RM on (correct, incorrect) pairs of the starting policy's samples
+   of training prompts; then LCO-KLD with their top-5 advantages (std-normalised over the 5) and PPO-clip
+   with their token reward, 3 seeds, in the same regime. Written to results/<scale>-dense/ (its own
+   provenance), so it can run alone: `--set stability.enabled=false --set rl.enabled=false`.
+
 Stages are cached under `runs/lco/<scale>/` (`--force` reruns them); RL runs resume at their last chunk.
 `workers` > 1 sends the stability runs and the RL runs to that many spawned processes. Generation: one vLLM
 engine per RL run on CUDA whose weights follow the policy, HF elsewhere. Under `accelerate launch` only the
@@ -34,15 +40,26 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import config_dict
-from common.results import paper_dir, write_results
+from common.results import paper_dir, results_name, write_results
 from common.stages import atomic_write_json, atomic_write_text, is_main_process, runs_dir, worker_pool
 from common.tables import DETAILS
 from papers.lco.config import LCOConfig, check_config, regime
-from papers.lco.report import criteria_markdown, plot_rl, plot_stability, rl_rows, run_name, stability_rows
+from papers.lco.dense import dense_rl_stage, pairs_stage, rm_stage
+from papers.lco.report import (
+    criteria_markdown,
+    plot_rl,
+    plot_stability,
+    rl_rows,
+    rm_rows,
+    run_name,
+    stability_rows,
+)
 from papers.lco.stability import EVAL_EVERY, GROUP, MINIBATCH, PASSES, PROMPTS, check_result
 from papers.lco.stages import rl_stage, sft_stage, stability_job
 
 SLUG = "lco"
+DENSE_PART = "dense"  # results/<scale>-dense/
+GRADER = "toy: common.scoring.gsm8k_is_correct (strict); GSM8K: flexible; MATH: math_is_correct"
 log = logging.getLogger(__name__)
 
 
@@ -72,11 +89,12 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
     out = paper_dir(SLUG) / "results" / cfg.scale
     if not is_main_process():
         return out
-    s, rl = cfg.stability, regime(cfg.rl)
-    rows, plots, extra, runs, sft = [], [], {}, [], None
+    s, rl, d = cfg.stability, regime(cfg.rl), cfg.dense
+    rows, plots, extra, runs, sft, dense = [], [], {}, [], None, {}
     with worker_pool(cfg.workers, cfg.threads or 1) as pool:
         # first: the SFT scores (they train the toy base model, which the RL runs then wait for)
-        sft_job = pool.submit(sft_stage, cfg, work, force, data_dir) if rl.enabled else None
+        sft_job = pool.submit(sft_stage, cfg, work, force, data_dir) if rl.enabled or d.enabled else None
+        pairs_job = pool.submit(pairs_stage, cfg, work, force, data_dir) if d.enabled else None
         gru_jobs = {}
         if s.enabled:
             for arm, lr in stability_runs(cfg):
@@ -89,6 +107,21 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
             rl_jobs = [
                 pool.submit(rl_stage, m, f, seed, cfg, work, force, data_dir, sft["eval"])
                 for m, f, seed in rl_runs(cfg)
+            ]
+        dense_jobs = []
+        if d.enabled:
+            sft = sft_job.result()
+            pairs = pairs_job.result()
+            rm_jobs = {src: pool.submit(rm_stage, src, cfg, work, force, pairs) for src in d.sources}
+            dense["rms"] = {src: job.result() for src, job in rm_jobs.items()}
+            dense["pairs"] = pairs["stats"]
+            dense_jobs = [
+                pool.submit(
+                    dense_rl_stage, src, m, seed, cfg, work, force, dense["rms"][src], data_dir, sft["eval"]
+                )
+                for seed in d.seeds
+                for src in d.sources
+                for m in d.methods
             ]
         if gru_jobs:
             by_run: dict[str, dict[int, dict]] = {}
@@ -118,9 +151,15 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
             atomic_write_text(out / DETAILS, criteria_markdown(result))
             extra |= {"stability_passed": result["passed"], "stability_criteria": result["criteria"]}
         runs = [job.result() for job in tqdm(rl_jobs, desc="lco RL runs")]
+        dense["runs"] = [job.result() for job in tqdm(dense_jobs, desc="lco dense RL runs")]
+    model = f"tiny-{rl.policy}" if rl.task == "arith" else rl.policy.split("/")[-1]
+    benchmark = "toy-arith" if rl.task == "arith" else {"gsm8k": "GSM8K", "math": "MATH500"}[rl.task]
+    dense_out = None
+    if d.enabled:
+        dense_out = write_dense(cfg, rl, model, benchmark, sft, dense, start)
+    if not rows and not runs:
+        return dense_out or out
     if runs:
-        model = f"tiny-{rl.policy}" if rl.task == "arith" else rl.policy.split("/")[-1]
-        benchmark = "toy-arith" if rl.task == "arith" else {"gsm8k": "GSM8K", "math": "MATH500"}[rl.task]
         rows += rl_rows(rl.task, benchmark, model, sft, runs)
         out.mkdir(parents=True, exist_ok=True)
         plots += plot_rl(rl.task, sft, runs, out)
@@ -135,10 +174,43 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
         seeds=sorted(set(s.seeds if s.enabled else ()) | set(rl.seeds if rl.enabled else ())),
         config=config_dict(cfg),
         wall_time_s=wall,
-        grader="toy: common.scoring.gsm8k_is_correct (strict); GSM8K: flexible; MATH: math_is_correct",
+        grader=GRADER,
         sampling={
             "eval": f"greedy Pass@1, max_tokens {rl.max_tokens}; GRU check: greedy token accuracy",
             "rollouts": f"{rl.samples_per_prompt} sample(s)/prompt at T={rl.temperature}",
         },
         extra=extra | {"plots": [p.name for p in plots]},
+    )
+
+
+def write_dense(cfg: LCOConfig, rl, model: str, benchmark: str, sft: dict, dense: dict, start: float) -> Path:
+    """results/<scale>-dense/: the RM rows, the SFT rows and the dense RL rows, with their own provenance."""
+    out = paper_dir(SLUG) / "results" / results_name(cfg.scale, DENSE_PART)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = rm_rows(rl.task, model, dense["rms"]) + rl_rows(rl.task, benchmark, model, sft, dense["runs"])
+    plots = plot_rl(rl.task, sft, dense["runs"], out)
+    atomic_write_json(out / "rl_curves.json", {"sft": sft, "runs": dense["runs"]})
+    rms = {src: {k: v for k, v in rm.items() if k != "path"} for src, rm in dense["rms"].items()}
+    wall = time.perf_counter() - start
+    log.info("lco %s dense: %d rows, %.0f s", cfg.scale, len(rows), wall)
+    return write_results(
+        SLUG,
+        cfg.scale,
+        rows,
+        seeds=sorted(cfg.dense.seeds),
+        config=config_dict(cfg),
+        wall_time_s=wall,
+        grader=GRADER,
+        sampling={
+            "eval": f"greedy Pass@1, max_tokens {rl.max_tokens}",
+            "rollouts": f"{rl.samples_per_prompt} sample(s)/prompt at T={rl.temperature}",
+            "pairs": f"{cfg.dense.pair_samples} samples/prompt at T={rl.temperature}, seed 0",
+        },
+        extra={
+            "pairs": dense["pairs"],
+            "reward_models": rms,
+            "regime": {k: v for k, v in config_dict(rl).items() if k != "enabled"},
+            "plots": [p.name for p in plots],
+        },
+        part=DENSE_PART,
     )

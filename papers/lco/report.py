@@ -78,6 +78,18 @@ def rl_rows(task_name: str, benchmark: str, model: str, sft: dict, runs: list[di
     return rows
 
 
+def rm_rows(task_name: str, model: str, rms: dict[str, dict]) -> list[dict]:
+    """The dense sources' held-out pairwise accuracy (points), before (the starting policy's own scores) and
+    after RM training; one row each (the RMs are trained once, not per seed)."""
+    rows = []
+    for source, rm in rms.items():
+        bench = f"toy-{task_name} pairs" if task_name == "arith" else f"{task_name} pairs"
+        rows.append(_row(task_name, model, source, bench, "pairwise accuracy", points(rm["accuracy"])))
+        before = points(rm["accuracy_before"])
+        rows.append(_row(task_name, model, source, bench, "pairwise accuracy (untrained)", before))
+    return rows
+
+
 def criteria_markdown(result: dict) -> str:
     """The spec's five pass criteria of the GRU check as a markdown table (means over seeds, points), for
     results/<scale>/details.md, which `make tables` shows under the results table."""

@@ -3,33 +3,21 @@ reproduced.csv whose rows the claims read, plots, cached reruns; the presets and
 
 import csv
 import json
-import shutil
 from dataclasses import replace
 
 import pytest
 
-import common.results
 from common.config import ConfigError, apply_overrides
-from common.models import build_tiny_causal_lm
 from common.reproduce import main as reproduce_main
 from common.results import evaluate_claims
 from common.synthetic.rl_gate import GateConfig
-from common.synthetic.tokenizer import world_tokenizer
 from papers.lco import pipeline
 from papers.lco.config import METHODS, get_config, regime
 
 
 @pytest.fixture
-def mini(tmp_path, monkeypatch):
-    monkeypatch.setenv("REPRO_RUNS", str(tmp_path / "runs"))
-    (tmp_path / "papers" / "lco").mkdir(parents=True)
-    for name in ("claims.yaml", "published.csv"):
-        shutil.copy(common.results.ROOT / "papers" / "lco" / name, tmp_path / "papers" / "lco" / name)
-    monkeypatch.setattr(common.results, "ROOT", tmp_path)
-    tok = world_tokenizer()
-    policy = build_tiny_causal_lm("tiny-student", vocab_size=len(tok), seed=0, tokenizer=tok)
-    policy.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
+def mini(mini_root):
+    tmp_path = mini_root
     toy = get_config("toy")
     rl = replace(
         toy.rl,
@@ -45,7 +33,8 @@ def mini(tmp_path, monkeypatch):
         eval_every=1,
         sampled_n=2,
     )
-    cfg = replace(toy, stability=replace(toy.stability, seeds=(0, 1), iterations=10), rl=rl, workers=1)
+    stability = replace(toy.stability, seeds=(0, 1), iterations=10)
+    cfg = replace(toy, stability=stability, rl=rl, dense=replace(toy.dense, enabled=False), workers=1)
     return cfg, tmp_path
 
 
