@@ -117,13 +117,18 @@ def code_state() -> dict:
     }
 
 
-def mark_run_start() -> dict:
+def mark_run_start(stage_dir: str | Path | None = None, force: bool = False) -> dict:
     """Record the code state now (`common.reproduce` calls it before a pipeline starts): provenance then
     names the commit the run started from, not whatever HEAD is when the results are written, and says
     `code_changed_during_run` when a commit, checkout or edit happened in between, and `cpu_s`, the CPU
-    seconds the run used (`cpu_seconds`)."""
+    seconds the run used (`cpu_seconds`). `stage_dir` (the run's stage cache, runs/<slug>/<scale>):
+    provenance says `started_with_cache` when it already held outputs (and `force` was off), i.e. the
+    wall time may be that of a run that reused earlier stages rather than of the whole recipe."""
     global _RUN_START, _CPU_START
     _RUN_START, _CPU_START = code_state(), cpu_seconds()
+    if stage_dir is not None:
+        path = Path(stage_dir)
+        _RUN_START = _RUN_START | {"started_with_cache": not force and path.is_dir() and any(path.iterdir())}
     return _RUN_START
 
 
@@ -142,7 +147,10 @@ def collect_provenance(ignore: tuple[str, ...] = (), **fields) -> dict:
     changed = state["dirty_paths"]
     if changed is not None:
         changed = [p for p in changed if not p.startswith(ignore)]
-    moved = {} if _RUN_START is None else {"code_changed_during_run": now != _RUN_START}
+    start = {k: v for k, v in (_RUN_START or {}).items() if k != "started_with_cache"}
+    moved = {} if _RUN_START is None else {"code_changed_during_run": now != start}
+    if _RUN_START is not None and "started_with_cache" in _RUN_START:
+        moved["started_with_cache"] = _RUN_START["started_with_cache"]
     if _CPU_START is not None:
         moved["cpu_s"] = round(cpu_seconds() - _CPU_START, 1)
     return {

@@ -23,7 +23,7 @@ from common.config import ConfigError, apply_overrides, format_config
 from common.data import DATA_DIR_ENV, DataError, resolve_data_dir
 from common.provenance import mark_run_start
 from common.results import PAPERS, SCALES, ResultsError
-from common.stages import StageError
+from common.stages import StageError, runs_dir
 from common.tables import render_paper_block, write_tables
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         os.environ[DATA_DIR_ENV] = os.path.abspath(args.data_dir)
     pipeline = _pipeline(args.paper)
-    mark_run_start()  # provenance names the code the run started from, not HEAD when it ends
+    # provenance names the code the run started from (not HEAD when it ends) and whether cached stages
+    # were there to reuse (then the wall time is not the whole recipe's)
+    mark_run_start(runs_dir() / args.paper / args.scale, force=args.force)
     try:
         out = pipeline.reproduce(cfg, force=args.force, data_dir=args.data_dir)
     except input_errors() as err:

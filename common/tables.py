@@ -120,6 +120,7 @@ def _results_table(slug: str, scale: str, root: Path | None) -> list[str]:
         f"commit `{(prov.get('commit') or '?')[:10]}`, seeds {prov.get('seeds')}, "
         f"wall time {format_duration(prov.get('wall_time_s'))}"
         + (f" ({format_duration(prov['cpu_s'])} CPU)" if prov.get("cpu_s") is not None else "")
+        + (" reusing cached stages" if prov.get("started_with_cache") else "")
         + f", grader {prov.get('grader')}; "
         f"per-seed rows in [reproduced.csv](results/{scale}/reproduced.csv), "
         f"[provenance.json](results/{scale}/provenance.json)."
@@ -335,7 +336,8 @@ def _toy_runtime(slug: str, root: Path | None) -> str:
     cores = (prov.get("hardware") or {}).get("cpu_count")
     busy = f" (load {load:g} on {cores} cores)" if load is not None and cores else ""
     cpu = f", {format_duration(prov['cpu_s'])} CPU" if prov.get("cpu_s") is not None else ""
-    return format_duration(prov.get("wall_time_s")) + busy + cpu
+    cached = ", cached stages reused" if prov.get("started_with_cache") else ""
+    return format_duration(prov.get("wall_time_s")) + busy + cpu + cached
 
 
 def render_papers_table(root: Path | None = None, scale: str = "toy") -> str:

@@ -79,3 +79,17 @@ def test_a_marked_run_records_its_cpu_seconds_children_included(monkeypatch):
     subprocess.run([sys.executable, "-c", burn], check=True)  # a waited-for child's CPU counts
     prov = provenance.collect_provenance()
     assert 0.5 <= prov["cpu_s"] < 0.5 + 30
+
+
+def test_a_run_that_found_cached_stages_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(provenance, "_RUN_START", None)
+    monkeypatch.setattr(provenance, "_CPU_START", None)
+    stages = tmp_path / "runs" / "qrm" / "toy"
+    provenance.mark_run_start(stages)  # not there yet: a run from scratch
+    prov = provenance.collect_provenance()
+    assert prov["started_with_cache"] is False and prov["code_changed_during_run"] is False
+    (stages / "sft-0123").mkdir(parents=True)
+    provenance.mark_run_start(stages)
+    assert provenance.collect_provenance()["started_with_cache"] is True
+    provenance.mark_run_start(stages, force=True)  # --force reruns every stage
+    assert provenance.collect_provenance()["started_with_cache"] is False

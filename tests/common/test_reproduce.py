@@ -178,6 +178,7 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
     top = (tmp_path / "README.md").read_text()
     assert (
         "| built | toy | 1 s (load " in top
-        and " cores) | 1/1 hold, 4 without rows, 3 not checkable at toy |" in top
+        and " CPU | 1/1 hold, 4 without rows, 3 not checkable at toy |" in top  # wall, load, CPU; no cache
+        and "cached stages reused" not in top
     )
     assert "Reproduced, toy scale" in (tmp_path / "papers" / "qrm" / "README.md").read_text()
