@@ -6,6 +6,10 @@ Layout per paper (`papers/<slug>/`):
     results/<scale>/reproduced.csv same columns, written only by `write_results` from a pipeline run
     results/<scale>/provenance.json commit, versions, seeds, grader, sampling protocol, hardware, wall time
 
+`$REPRO_RESULTS` (`results_dir`) sends a run's results to `$REPRO_RESULTS/<slug>/<scale>/` instead (a
+check that must not overwrite the committed toy results, e.g. benchmarks/resume_check.py); the README
+tables are then not regenerated (they always show the committed results).
+
 Rows are in the units of the paper's published.csv (points: 41.6, not 0.416), one row per seed with
 `setting` ending in ` seed <int>` (e.g. `arith seed 0`); `split_seed` strips it, so the tables group
 the seeds of one configuration (common/tables.py).
@@ -53,6 +57,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +69,7 @@ from common.stages import atomic_write_text, repo_root
 from common.stats import DeltaStats, delta_stats
 
 ROOT = repo_root()
+RESULTS_ENV = "REPRO_RESULTS"
 RESULT_COLUMNS = ("table", "setting", "model", "method", "benchmark", "metric", "value")
 SCALES = ("toy", "small", "paper")
 PAPERS = {
@@ -96,6 +102,20 @@ def paper_dir(slug: str, root: Path | None = None) -> Path:
     if slug not in PAPERS:
         raise ResultsError(f"unknown paper {slug!r}; valid: {', '.join(PAPERS)}")
     return (root or ROOT) / "papers" / slug
+
+
+def results_redirected() -> bool:
+    """Whether `$REPRO_RESULTS` sends this process's results away from papers/<slug>/results/."""
+    return bool(os.environ.get(RESULTS_ENV))
+
+
+def results_dir(slug: str, scale: str, root: Path | None = None) -> Path:
+    """Where a run writes its results: papers/<slug>/results/<scale>/ of `root` (default this checkout),
+    or `$REPRO_RESULTS/<slug>/<scale>/` when that is set and no `root` is given."""
+    if root is None and results_redirected():
+        paper_dir(slug)  # an unknown slug fails the same way
+        return Path(os.environ[RESULTS_ENV]) / slug / scale
+    return paper_dir(slug, root) / "results" / scale
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -136,10 +156,10 @@ def write_results(
     extra: dict | None = None,
     root: Path | None = None,
 ) -> Path:
-    """Write papers/<slug>/results/<scale>/{reproduced.csv,provenance.json} atomically; return the dir."""
+    """Write `results_dir(slug, scale, root)`/{reproduced.csv,provenance.json} atomically; return the dir."""
     if scale not in SCALES:
         raise ResultsError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
-    out = paper_dir(slug, root) / "results" / scale
+    out = results_dir(slug, scale, root)
     clean = _validate_rows(rows, f"write_results({slug}, {scale})")
     if not clean:
         raise ResultsError(f"write_results({slug}, {scale}): no rows")

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import config_dict
-from common.results import paper_dir, write_results
+from common.results import results_dir, write_results
 from common.stages import atomic_write_json, atomic_write_text, is_main_process, runs_dir, worker_pool
 from common.tables import DETAILS
 from papers.lco.config import LCOConfig, check_config, regime
@@ -69,7 +69,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
     start = time.perf_counter()
     work = runs_dir() / SLUG / cfg.scale
     work.mkdir(parents=True, exist_ok=True)
-    out = paper_dir(SLUG) / "results" / cfg.scale
+    out = results_dir(SLUG, cfg.scale)
     if not is_main_process():
         return out
     s, rl = cfg.stability, regime(cfg.rl)
