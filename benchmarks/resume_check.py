@@ -19,7 +19,9 @@ A run that finishes before its kill time is noted.
 At each kill the script records where the run was: the newest file written under the runs folder (the
 stage folder, its hash dropped, and the file) and the last log line. At the end `reproduced.csv` is compared
 byte for byte with the reference's, and every other results file too (provenance.json without wall times,
-CPU seconds, timestamps, the load average and the code state, which differ between any two runs).
+CPU seconds, timestamps, the load average and the code state, which differ between any two runs; the same
+keys are dropped from the other JSON files, e.g. qrm's curves.json carries each RL run's wall time, and
+each run's own folder is read as `<run>` in them, e.g. adkd's provenance names the teacher's weights file).
 
 `--config reduced` (default) runs `REDUCED[paper]`: one seed, fewer steps and examples, every stage type
 of the paper kept, ~1-3 CPU-minutes each on the 2-core machine. `--config full` runs the plain toy preset.
@@ -96,13 +98,14 @@ REDUCED: dict[str, list[str]] = {
     ],
     "mcckd": [
         "seeds=[0]",
-        "teacher.samples=2",
-        "teacher.chunk=10",
-        "data.n_train=40",
+        "teacher.chunk=20",
+        "filters.k=2",
+        "data.n_train=60",
         "data.n_validation=20",
         "data.n_test=20",
         "data.n_ood=20",
         "student.steps=20",
+        "student.questions_per_step=4",
         "student.eval_every=10",
         "student.replicas=2",
         "sweep.alpha=[0.1]",
@@ -137,7 +140,6 @@ REDUCED: dict[str, list[str]] = {
         "zero_shot.backend=hf",
         "zero_shot.sample=0.01",
         "zero_shot.chunk_size=4",
-        "synthetic.items=100",
     ],
     "umi": [
         "seeds=[0]",
@@ -165,7 +167,7 @@ VOLATILE = {
     "code_changed_during_run",
     "command",
 }
-HASH_SUFFIX = re.compile(r"-[0-9a-f]{12}$")
+HASH_SUFFIX = re.compile(r"-[0-9a-f]{12}(?=\.\w+$|$)")
 
 
 def say(msg: str) -> None:
@@ -276,8 +278,11 @@ def compare(ref: Path, got: Path) -> tuple[bool, list[str]]:
         if rel.name == "reproduced.csv":
             continue
         a, b = (ref / rel).read_bytes(), (got / rel).read_bytes()
-        if rel.name == "provenance.json":
-            a, b = (json.dumps(normalise(json.loads(x)), sort_keys=True) for x in (a, b))
+        if rel.suffix == ".json":  # provenance, curves: their wall times differ, and their runs folders
+            a, b = (
+                json.dumps(normalise(json.loads(x)), sort_keys=True).replace(str(run.parents[2]), "<run>")
+                for x, run in ((a, ref), (b, got))
+            )
         if a != b:
             differ.append(str(rel))
     return csv_same, differ
@@ -351,9 +356,11 @@ def markdown(results: list[dict], config: str) -> str:
             rows.append(f"| {r['paper']} | {sets} | - | - | **run failed**: {r['error'][:120]} | - |")
             continue
         kills = "<br>".join(
-            f"{k['t']:.0f} s - `{k['where']}`" + (f" ({k['log']})" if k["log"] else "") for k in r["kills"]
+            f"{k['t']:.0f} s - `{re.sub(r'-[0-9a-f]{12}(?=[./]|$)', '', k['where'])}`"
+            + (f" ({k['log']})" if k["log"] else "")
+            for k in r["kills"]
         )
-        kills = kills.replace("|", "\\|")
+        kills = re.sub(r"events\.out\.tfevents\.[\w.]+", "(tensorboard events)", kills).replace("|", "\\|")
         other = "identical" if not r["other_differ"] else "differ: " + ", ".join(r["other_differ"])
         csv = "identical" if r["csv_identical"] else "**NOT identical**"
         rows.append(
@@ -402,6 +409,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.table:
         lines = [json.loads(x) for f in args.table for x in f.read_text().splitlines() if x.startswith("{")]
+        for r in lines:  # folders kept (something differed): compare again with this version's rules
+            if r.get("dir") and Path(r["dir"]).is_dir():
+                slug = r["paper"]
+                ref, got = (
+                    Path(r["dir"]) / name / "results" / slug / "toy" for name in ("reference", "interrupted")
+                )
+                r["csv_identical"], r["other_differ"] = compare(ref, got)
         print(markdown(lines, args.config))
         return 0
     if not args.papers:

@@ -56,8 +56,8 @@ PROXYKD = [
 ]
 SOCIALBENCH = [
     "zero_shot.backend=hf",
-    "zero_shot.sample=0.01",
-    "zero_shot.chunk_size=2",
+    "zero_shot.sample=0.001",  # one item of each of the two EP columns
+    "zero_shot.chunk_size=1",
     "zero_shot.max_tokens=4",
     "synthetic.run=false",
 ]
@@ -115,8 +115,7 @@ def csv(where: Path, slug: str) -> bytes:
 
 @pytest.mark.slow
 def test_ipvrm_killed_inside_sft_rm_and_an_rl_chunk_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = start("ipvrm", IPVRM, tmp_path / "straight")
-    finish(straight)
+    straight = start("ipvrm", IPVRM, tmp_path / "straight")  # on the other core meanwhile
     where, runs = tmp_path / "killed", tmp_path / "killed" / "runs" / "ipvrm" / "toy"
     # SFT: its model is saved, its evaluation (result.json) not yet written
     model = kill_when_held(start("ipvrm", IPVRM, where, hold="toy/sft-"), runs, "sft-*/model")
@@ -128,6 +127,7 @@ def test_ipvrm_killed_inside_sft_rm_and_an_rl_chunk_resumes_to_the_uninterrupted
     state = kill_when_held(start("ipvrm", IPVRM, where, hold="rl_state.pt"), runs, "rl-*/rl_state.pt")
     assert not (state.parent / "result.json").exists() and list(runs.glob("rm-IPVRM-*/result.json"))
     finish(start("ipvrm", IPVRM, where))
+    finish(straight)
     assert csv(where, "ipvrm") == csv(tmp_path / "straight", "ipvrm")
 
 
@@ -150,15 +150,16 @@ def test_proxykd_killed_while_caching_teacher_answers_resumes_to_the_uninterrupt
 @pytest.mark.skipif(not (SHARED / "socialbench").is_dir(), reason="needs ../shared/data/socialbench")
 def test_socialbench_killed_while_writing_evaluator_outputs_resumes_to_the_uninterrupted_result(tmp_path):
     straight = start("socialbench", SOCIALBENCH, tmp_path / "straight")
-    finish(straight)
     where, runs = tmp_path / "killed", tmp_path / "killed" / "runs" / "socialbench" / "toy"
     outputs = kill_when_held(
         start("socialbench", SOCIALBENCH, where, hold="outputs.jsonl"), runs, "*/outputs.jsonl"
     )
+    assert len(read_jsonl(outputs)) == 1  # the first chunk of answers only
+    finish(straight)
     total = len(
         read_jsonl(next((tmp_path / "straight" / "runs" / "socialbench" / "toy").glob("*/outputs.jsonl")))
     )
-    assert len(read_jsonl(outputs)) == 2 < total  # the first chunk of 2 answers only
+    assert total > 1
     finish(start("socialbench", SOCIALBENCH, where))
     assert len(read_jsonl(outputs)) == total
     assert csv(where, "socialbench") == csv(tmp_path / "straight", "socialbench")
