@@ -32,6 +32,7 @@ into both runs: they are a shared cache the paper's stages start from, not one o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -323,7 +324,8 @@ def check(slug: str, sets: list[str], kills: int, seed: int, work: Path, warm: P
         except subprocess.TimeoutExpired:
             pass
         where = newest_write(run["runs"], began)
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended in between: the kill finds no group
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         killed.append({"t": t, "where": where, "log": last_log_line(log)})
         say(f"{slug}: killed attempt {i} at {t:.0f} s of the reference's timeline, newest write {where}")
