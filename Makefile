@@ -16,7 +16,7 @@ TEST_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 
-.PHONY: help setup reproduce reproduce-all test test-fast bench tables lint format versions clean-venv
+.PHONY: help setup reproduce reproduce-all resume-check test test-fast bench tables lint format versions clean-venv
 
 help: ## this list: every target, its options and the papers
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' \
@@ -50,6 +50,10 @@ reproduce: $(STAMP) ## run one paper end to end: PAPER=<slug> [SCALE=toy] [SET="
 
 reproduce-all: $(STAMP) ## every paper in turn at SCALE (default toy): a line per paper, then a table of wall times
 	$(PY) -m common.reproduce_all --scale $(SCALE) --log-dir runs/logs
+
+resume-check: $(STAMP) ## SIGKILL a reduced toy run at seeded random points, rerun, compare: PAPER=<slug>|all [SEED=0]
+	@test -n "$(PAPER)" || { echo "error: set PAPER=<slug> or all (one of: $(PAPERS))"; exit 2; }
+	$(PY) benchmarks/resume_check.py $(PAPER) --seed $(or $(SEED),0) --markdown
 
 test: $(STAMP) ## the whole test suite (what CI runs)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -q

@@ -22,7 +22,7 @@ from pathlib import Path
 from common.config import ConfigError, apply_overrides, format_config
 from common.data import DATA_DIR_ENV, DataError, resolve_data_dir
 from common.provenance import mark_run_start
-from common.results import PAPERS, SCALES, ResultsError
+from common.results import PAPERS, SCALES, ResultsError, results_redirected
 from common.stages import StageError, runs_dir
 from common.tables import render_paper_block, write_tables
 
@@ -134,7 +134,10 @@ def _pipeline(slug: str):
 
 def report(slug: str, scale: str, out: Path) -> str:
     """Regenerate the README tables; return what `main` prints: where the results are and this
-    paper's published | reproduced | delta | claim holds at `scale`."""
+    paper's published | reproduced | delta | claim holds at `scale`. Results sent elsewhere
+    (`$REPRO_RESULTS`) leave the READMEs, which show the committed results, as they are."""
+    if results_redirected():
+        return f"results in {out} (REPRO_RESULTS: README tables not regenerated)"
     write_tables([slug])
     return f"results in {out}\n\n{render_paper_block(slug, scales=[scale])}"
 

@@ -69,7 +69,7 @@ from common.rl import (
     value_loss,
 )
 from common.rl_parallel import minibatch_shares, sharded_rollout, share, sum_gradients, sum_over_processes
-from common.stages import StageError, atomic_write_json, barrier, temp_path, world
+from common.stages import StageError, atomic_write_json, barrier, hold_after_write, temp_path, world
 from common.tracking import check_report_to, start_tracker
 
 ALGORITHMS = ("reinforce", "ppo", "grpo")
@@ -204,6 +204,7 @@ def _save(path: Path, state: dict) -> None:
     tmp = temp_path(path)
     torch.save(state | plain, tmp)
     os.replace(tmp, path)
+    hold_after_write(path)
 
 
 def write_curve(curve: list[dict], out_dir: str | Path, name: str = "curve") -> Path:

@@ -30,6 +30,7 @@ from typing import Any
 
 RUNS_ENV = "REPRO_RUNS"
 CACHE_ENV = "REPRO_CACHE"
+HOLD_ENV = "REPRO_HOLD_AFTER"
 
 
 def repo_root() -> Path:
@@ -60,6 +61,15 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp{os.getpid()}")
 
 
+def hold_after_write(path: str | Path) -> None:
+    """The kill tests' hook (tests/common/test_resume_kill.py): with `$REPRO_HOLD_AFTER` set to a part of
+    `path`, block once `path` is written, so the test SIGKILLs the run at a known point inside a stage.
+    Unset (every real run) it does nothing."""
+    pattern = os.environ.get(HOLD_ENV)
+    if pattern and pattern in str(path):
+        time.sleep(3600)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and a rename (never half-written)."""
     path = Path(path)
@@ -67,6 +77,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     tmp = temp_path(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+    hold_after_write(path)
     return path
 
 
@@ -101,6 +112,7 @@ def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
         tmp.rename(path)
     except OSError:  # another process renamed its copy in between
         shutil.rmtree(tmp, ignore_errors=True)
+    hold_after_write(path)
 
 
 def read_json(path: str | Path) -> Any:
@@ -168,6 +180,7 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    hold_after_write(path)
 
 
 def _state():

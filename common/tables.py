@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from common.claims import ClaimResult, block_names, evaluate_claims, load_claims
 from common.results import (
     PAPER_BLOCK,
     PAPERS,
@@ -29,14 +30,10 @@ from common.results import (
     RESULT_COLUMNS,
     ROOT,
     SCALES,
-    ClaimResult,
     ResultsError,
     aggregate,
-    block_names,
     check_units,
     compare_numbers,
-    evaluate_claims,
-    load_claims,
     load_published,
     load_reproduced,
     paper_dir,

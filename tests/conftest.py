@@ -97,6 +97,16 @@ def restore_data_dir_env():
         os.environ[DATA_DIR_ENV] = saved
 
 
+@pytest.fixture(autouse=True)
+def forget_the_run_start(monkeypatch):
+    """`common.reproduce.main` marks a run's start process-wide (common.provenance): each test starts
+    unmarked, so a later test's provenance has no other test's cpu_s or cache flag."""
+    from common import provenance
+
+    monkeypatch.setattr(provenance, "_RUN_START", None)
+    monkeypatch.setattr(provenance, "_CPU_START", None)
+
+
 @pytest.fixture(scope="session")
 def vllm_chat_server(tmp_path_factory):
     """(url, folder): one real vLLM OpenAI-compatible server for the whole session, serving a tiny random

@@ -34,7 +34,7 @@ import torch
 
 from common.config import config_dict
 from common.provenance import cpu_seconds
-from common.results import paper_dir, write_results
+from common.results import results_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
 from papers.ipvrm.bon import SCORE_RULES
 from papers.ipvrm.config import IPVRMConfig, check_config
@@ -62,7 +62,7 @@ def reproduce(cfg: IPVRMConfig, *, force: bool = False, data_dir: str | None = N
     start, cpu0 = time.perf_counter(), cpu_seconds()
     work = runs_dir() / SLUG / cfg.scale
     work.mkdir(parents=True, exist_ok=True)
-    out = paper_dir(SLUG) / "results" / cfg.scale
+    out = results_dir(SLUG, cfg.scale)
     if not is_main_process():
         return out
     rm, rl = cfg.rm, cfg.rl

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.config import config_dict
-from common.results import paper_dir, results_name, write_results
+from common.results import results_dir, results_name, write_results
 from common.stages import atomic_write_json, atomic_write_text, is_main_process, runs_dir, worker_pool
 from common.tables import DETAILS
 from papers.lco.config import LCOConfig, check_config, regime
@@ -86,7 +86,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
     start = time.perf_counter()
     work = runs_dir() / SLUG / cfg.scale
     work.mkdir(parents=True, exist_ok=True)
-    out = paper_dir(SLUG) / "results" / cfg.scale
+    out = results_dir(SLUG, cfg.scale)
     if not is_main_process():
         return out
     s, rl, d = cfg.stability, regime(cfg.rl), cfg.dense
@@ -185,7 +185,7 @@ def reproduce(cfg: LCOConfig, *, force: bool = False, data_dir: str | None = Non
 
 def write_dense(cfg: LCOConfig, rl, model: str, benchmark: str, sft: dict, dense: dict, start: float) -> Path:
     """results/<scale>-dense/: the RM rows, the SFT rows and the dense RL rows, with their own provenance."""
-    out = paper_dir(SLUG) / "results" / results_name(cfg.scale, DENSE_PART)
+    out = results_dir(SLUG, results_name(cfg.scale, DENSE_PART))
     out.mkdir(parents=True, exist_ok=True)
     rows = rm_rows(rl.task, model, dense["rms"]) + rl_rows(rl.task, benchmark, model, sft, dense["runs"])
     plots = plot_rl(rl.task, sft, dense["runs"], out)

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from common.config import config_dict
 from common.models import check_local_path, load_tokenizer
-from common.results import paper_dir, write_results
+from common.results import results_dir, write_results
 from common.stages import atomic_write_json, is_main_process, runs_dir, worker_pool
 from common.synthetic.base_models import SIZES
 from common.synthetic.rl_gate import gate
@@ -186,7 +186,7 @@ def reproduce(cfg: QRMConfig, *, force: bool = False, data_dir: str | None = Non
             done = {key: job.result() for key, job in tqdm(rl_jobs.items(), desc=f"qrm RL runs ({name})")}
             runs += [done[key] for key in order]
         gru = gru_job.result() if gru_job else None
-    out_dir = paper_dir(SLUG) / "results" / cfg.scale
+    out_dir = results_dir(SLUG, cfg.scale)
     if not is_main_process():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from common.config import config_dict
 from common.data import DataError
 from common.generation import VLLMGenerator, resolve_backend, save_for_vllm
 from common.models import ModelNotFoundError, build_tiny_causal_lm, load_causal_lm, load_tokenizer
-from common.results import write_results
+from common.results import results_redirected, write_results
 from common.stages import StageError, cached_json, runs_dir, stage_hash
 from papers.umi.agent import predict_static, run_live
 from papers.umi.config import UmiConfig
@@ -295,6 +295,6 @@ def _reproduce(cfg: UmiConfig, force: bool, data_dir: str | None, results_root: 
         sampling={"eval": "greedy" if cfg.eval.greedy else f"T={cfg.eval.temperature}, top_p={cfg.eval.top_p}"},
         extra=extra, root=results_root,
     )  # fmt: skip
-    if results_root is None and cfg.scale == "toy":
+    if results_root is None and cfg.scale == "toy" and not results_redirected():
         write_block(cfg.scale)  # the README's verdict block, from the provenance just written
     return out

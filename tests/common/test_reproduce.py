@@ -182,3 +182,36 @@ def test_runs_the_pipeline_then_prints_the_comparison(tmp_path, monkeypatch, cap
         and "cached stages reused" not in top
     )
     assert "Reproduced, toy scale" in (tmp_path / "papers" / "qrm" / "README.md").read_text()
+
+
+def test_repro_results_sends_the_results_elsewhere_and_leaves_the_readmes(tmp_path, monkeypatch, capsys):
+    """`$REPRO_RESULTS` (benchmarks/resume_check.py): write_results and the pipelines' own files go to
+    $REPRO_RESULTS/<slug>/<scale>/; papers/<slug>/results/ and the READMEs are not touched."""
+    shutil.copytree(REPO / "papers", tmp_path / "papers", ignore=shutil.ignore_patterns("results", "*.py"))
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    for module in (results, tables):
+        monkeypatch.setattr(module, "ROOT", tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("README.md")}
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv(results.RESULTS_ENV, str(elsewhere))
+    assert results.results_dir("lco", "toy") == elsewhere / "lco" / "toy"
+    assert results.results_dir("lco", "toy", root=tmp_path) == tmp_path / "papers" / "lco" / "results" / "toy"
+    with pytest.raises(results.ResultsError, match="unknown paper"):
+        results.results_dir("nope", "toy")
+
+    def fake_reproduce(cfg, *, force=False, data_dir=None):
+        row = dict(table="toy", setting="s seed 0", model="tiny", method="REINFORCE+Q-RM")
+        row |= dict(benchmark="toy-arith", metric="pass@1", value=40.0)
+        return results.write_results("qrm", cfg.scale, [row], seeds=[0], config={}, wall_time_s=1.0)
+
+    config = types.ModuleType("papers.qrm.config")
+    config.get_config = lambda scale: FakeConfig(scale=scale)
+    monkeypatch.setitem(sys.modules, "papers.qrm.config", config)
+    pipeline = types.ModuleType("papers.qrm.pipeline")
+    pipeline.reproduce = fake_reproduce
+    monkeypatch.setitem(sys.modules, "papers.qrm.pipeline", pipeline)
+    assert reproduce.main(["qrm"]) == 0
+    assert (elsewhere / "qrm" / "toy" / "reproduced.csv").exists()
+    assert not (tmp_path / "papers" / "qrm" / "results").exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("README.md")} == before
+    assert "README tables not regenerated" in capsys.readouterr().out

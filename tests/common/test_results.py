@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common import results, stats, tables
+from common import claims, results, stats, tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,13 +119,13 @@ def test_unknown_scale_and_paper(root):
 
 
 def test_claims_hold_fail_and_missing(root):
-    before = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
+    before = {c.id: c for c in claims.evaluate_claims("qrm", "toy", root)}
     assert all(c.verdict is None and c.reproduced_delta is None for c in before.values())
     assert before["ppo_qrm_beats_orm"].note == "no rows yet"
     results.write_results(
         "qrm", "toy", toy_rows(40.0, 30.0), seeds=[0, 1], config={}, wall_time_s=1, root=root
     )
-    got = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
+    got = {c.id: c for c in claims.evaluate_claims("qrm", "toy", root)}
     assert got["reinforce_qrm_beats_orm"].verdict == "holds"  # +10 in both seeds: a zero-width interval
     assert got["reinforce_qrm_beats_orm"].reproduced_delta == pytest.approx(10.0)
     assert got["reinforce_qrm_beats_orm"].stats.n == 2
@@ -134,13 +134,13 @@ def test_claims_hold_fail_and_missing(root):
     results.write_results(
         "qrm", "toy", toy_rows(30.0, 40.0), seeds=[0, 1], config={}, wall_time_s=1, root=root
     )
-    assert {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}[
+    assert {c.id: c for c in claims.evaluate_claims("qrm", "toy", root)}[
         "reinforce_qrm_beats_orm"
     ].verdict == "fails"
     results.write_results(
         "qrm", "toy", toy_rows(40.0, 30.0, seeds=(0,)), seeds=[0], config={}, wall_time_s=1, root=root
     )
-    one = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}["reinforce_qrm_beats_orm"]
+    one = {c.id: c for c in claims.evaluate_claims("qrm", "toy", root)}["reinforce_qrm_beats_orm"]
     assert one.verdict == "inconclusive" and one.reproduced_delta == pytest.approx(
         10.0
     )  # one seed never holds
@@ -160,7 +160,7 @@ def test_mcckd_committed_toy_verdicts_from_an_independent_reading_of_the_csv():
     from papers/mcckd/results/toy/reproduced.csv by hand (pairing by seed, t table typed in), so the test
     follows the committed results and fails if the pairing, the interval or the rule drift."""
     rows = list(csv.DictReader((REPO / "papers/mcckd/results/toy/reproduced.csv").open()))
-    got = {c.id: c for c in results.evaluate_claims("mcckd", "toy")}
+    got = {c.id: c for c in claims.evaluate_claims("mcckd", "toy")}
     for cid, bench, metric, side in (
         ("mcckd_beats_single_rationale_kd", "toy-arith", "accuracy", 1),
         ("mcckd_beats_single_rationale_kd_ood", "toy-arith-ood", "accuracy", 1),
@@ -203,17 +203,17 @@ def test_paired_deltas_pair_by_setting_and_broadcast_a_single_baseline():
     ]
     rows += [row("A", "w seed 2", 9), row("B", "w seed 0", 100, metric="other")]
     block = {"filter": {"metric": "acc"}, "method": "A", "baseline": "B"}
-    assert results.paired_deltas(block, rows) == [4.0, 3.0]  # seed 2 has no baseline: unpaired, left out
+    assert claims.paired_deltas(block, rows) == [4.0, 3.0]  # seed 2 has no baseline: unpaired, left out
     start = [row("A", "w seed 0", 5), row("A", "w seed 1", 7), row("B", "w (before RL)", 2)]
-    assert results.paired_deltas(block, start) == [3.0, 5.0]  # one baseline row (the starting point)
-    assert results.paired_deltas(block, [row("A", "x", 1)]) == []
-    assert results.paired_deltas({"unavailable": "u"}, rows) == []
+    assert claims.paired_deltas(block, start) == [3.0, 5.0]  # one baseline row (the starting point)
+    assert claims.paired_deltas(block, [row("A", "x", 1)]) == []
+    assert claims.paired_deltas({"unavailable": "u"}, rows) == []
     with pytest.raises(results.ResultsError, match="no 'A' row pairs with a 'B' row"):
-        results.paired_deltas(block, [row("A", "s0", 1), row("B", "s1", 1), row("B", "s2", 1)], "c")
+        claims.paired_deltas(block, [row("A", "s0", 1), row("B", "s1", 1), row("B", "s2", 1)], "c")
     with pytest.raises(results.ResultsError, match="two rows for 'A'.*narrow the block's filter"):
-        results.paired_deltas({"method": "A", "baseline": "B"}, [row("A", "s", 1), row("A", "s", 2)])
+        claims.paired_deltas({"method": "A", "baseline": "B"}, [row("A", "s", 1), row("A", "s", 2)])
     delta_rows = [row("A vs B", f"w seed {i}", v) for i, v in enumerate((1.0, 2.0))]
-    assert results.paired_deltas({"delta_method": "A vs B"}, delta_rows) == [1.0, 2.0]
+    assert claims.paired_deltas({"delta_method": "A vs B"}, delta_rows) == [1.0, 2.0]
 
 
 def test_split_seed():
@@ -247,7 +247,7 @@ def test_small_scale_compares_numbers_with_tolerance(root):
     ]
     # small scale reads the published block on the reproduced rows
     shift = {rows[0]["method"]: 0.5, rows[1]["method"]: -3.0}
-    ppo = {c.id: c for c in results.evaluate_claims("qrm", "small", root)}["ppo_qrm_beats_orm"]
+    ppo = {c.id: c for c in claims.evaluate_claims("qrm", "small", root)}["ppo_qrm_beats_orm"]
     expected = ppo.published_delta + shift["PPO+Q-RM"] - shift["PPO+ORM"]
     assert ppo.reproduced_delta == pytest.approx(expected) and ppo.verdict == "inconclusive"  # one pair
     block = tables.render_paper_block("qrm", root, scales=["small"], tolerance=1.0)
@@ -291,10 +291,10 @@ def test_bad_claims_file_names_the_field(root):
         "claims:\n  - id: x\n    statement: s\n    direction: up\n    published: {}\n    toy: {}\n"
     )
     with pytest.raises(results.ResultsError, match="direction must be higher or lower"):
-        results.load_claims("qrm", root)
+        claims.load_claims("qrm", root)
     path.write_text("claims:\n  - id: x\n    statement: s\n")
     with pytest.raises(results.ResultsError, match="field 'direction' missing"):
-        results.load_claims("qrm", root)
+        claims.load_claims("qrm", root)
     good = "claims:\n  - id: x\n    statement: s\n    direction: higher\n    published: {unavailable: u}\n"
     for toy, match in (
         ("{method: a}", "toy needs method [+] baseline"),
@@ -303,8 +303,8 @@ def test_bad_claims_file_names_the_field(root):
     ):
         path.write_text(good + f"    toy: {toy}\n")
         with pytest.raises(results.ResultsError, match=match):
-            results.load_claims("qrm", root)
-    assert str(path) in str(pytest.raises(results.ResultsError, results.load_claims, "qrm", root).value)
+            claims.load_claims("qrm", root)
+    assert str(path) in str(pytest.raises(results.ResultsError, claims.load_claims, "qrm", root).value)
     for text, match in (
         ("claims: [\n", "not valid YAML"),
         ("claims: [a]\n", "claim 0: must be a mapping"),
@@ -312,25 +312,25 @@ def test_bad_claims_file_names_the_field(root):
     ):
         path.write_text(text)
         with pytest.raises(results.ResultsError, match=match):
-            results.load_claims("qrm", root)
+            claims.load_claims("qrm", root)
 
 
 def test_verdict_needs_the_whole_interval_past_the_margin():
     def interval(low, high):
         return stats.DeltaStats((low + high) / 2, 1.0, 5, low, high, "t")
 
-    assert results.verdict(interval(0.1, 2.0), "higher") == "holds"
-    assert results.verdict(interval(-0.1, 2.0), "higher") == "inconclusive"
-    assert results.verdict(interval(-2.0, -0.1), "higher") == "fails"
-    assert results.verdict(interval(0.0, 0.0), "higher") == "fails"  # a tie is not a win
-    assert results.verdict(interval(-2.0, -0.1), "lower") == "holds"
-    assert results.verdict(interval(0.1, 2.0), "lower") == "fails"
-    assert results.verdict(interval(1.0, 3.0), "higher", margin=1.0) == "holds"  # margin reached
-    assert results.verdict(interval(0.5, 3.0), "higher", margin=1.0) == "inconclusive"
-    assert results.verdict(interval(0.2, 0.9), "higher", margin=1.0) == "fails"  # positive, but short
-    assert results.verdict(interval(-3.0, -1.5), "lower", margin=1.0) == "holds"
-    assert results.verdict(stats.delta_stats([5.0]), "higher") == "inconclusive"  # one seed never holds
-    assert results.verdict(None, "higher") is None
+    assert claims.verdict(interval(0.1, 2.0), "higher") == "holds"
+    assert claims.verdict(interval(-0.1, 2.0), "higher") == "inconclusive"
+    assert claims.verdict(interval(-2.0, -0.1), "higher") == "fails"
+    assert claims.verdict(interval(0.0, 0.0), "higher") == "fails"  # a tie is not a win
+    assert claims.verdict(interval(-2.0, -0.1), "lower") == "holds"
+    assert claims.verdict(interval(0.1, 2.0), "lower") == "fails"
+    assert claims.verdict(interval(1.0, 3.0), "higher", margin=1.0) == "holds"  # margin reached
+    assert claims.verdict(interval(0.5, 3.0), "higher", margin=1.0) == "inconclusive"
+    assert claims.verdict(interval(0.2, 0.9), "higher", margin=1.0) == "fails"  # positive, but short
+    assert claims.verdict(interval(-3.0, -1.5), "lower", margin=1.0) == "holds"
+    assert claims.verdict(stats.delta_stats([5.0]), "higher") == "inconclusive"  # one seed never holds
+    assert claims.verdict(None, "higher") is None
 
 
 def test_toy_block_direction_margin_and_unavailable(root):
@@ -373,7 +373,7 @@ def test_toy_block_direction_margin_and_unavailable(root):
         for i in range(3)
     ]
     results.write_results("qrm", "toy", rows, seeds=[0, 1, 2], config={}, wall_time_s=1, root=root)
-    got = {c.id: c for c in results.evaluate_claims("qrm", "toy", root)}
+    got = {c.id: c for c in claims.evaluate_claims("qrm", "toy", root)}
     assert got["kl"].verdict == "holds" and got["kl"].direction == "lower"
     assert got["kl"].reproduced_delta == pytest.approx(-0.2033333, abs=1e-6)
     assert got["kl"].published_delta == pytest.approx(4.7)
@@ -424,10 +424,10 @@ def test_small_scale_reads_the_scaled_block_where_the_published_one_is_a_delta_r
         for method, value in (("REINFORCE+Q-RM", 50.0), ("REINFORCE+DPO-RM", 47.0))
     ]
     results.write_results("qrm", "small", rows, seeds=[0, 1, 2], config={}, wall_time_s=1, root=root)
-    got = {c.id: c for c in results.evaluate_claims("qrm", "small", root)}["reinforce_qrm_beats_dpo_rm"]
+    got = {c.id: c for c in claims.evaluate_claims("qrm", "small", root)}["reinforce_qrm_beats_dpo_rm"]
     assert got.stats.n == 3 and got.reproduced_delta == pytest.approx(3.0) and got.verdict == "holds"
     assert got.published_delta == pytest.approx(5.73)
     path = root / "papers" / "qrm" / "claims.yaml"
     path.write_text(path.read_text().replace(", baseline: REINFORCE+DPO-RM}\n    toy", "}\n    toy", 1))
     with pytest.raises(results.ResultsError, match="reinforce_qrm_beats_dpo_rm: scaled needs method"):
-        results.load_claims("qrm", root)
+        claims.load_claims("qrm", root)

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 
 import common.results
+from common.claims import evaluate_claims
 from common.config import ConfigError, apply_overrides
 from common.reproduce import main as reproduce_main
-from common.results import evaluate_claims
 from papers.ipvrm import pipeline
 from papers.ipvrm.config import RL_METHODS, get_config
 

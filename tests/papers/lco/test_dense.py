@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from common.results import evaluate_claims
+from common.claims import evaluate_claims
 from common.rl import Rollout
 from papers.lco import dense, pipeline
 from papers.lco.arms import DenseLCOPolicyLoss, DenseSource

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from common.claims import evaluate_claims
 from common.config import ConfigError, apply_overrides
 from common.reproduce import main as reproduce_main
-from common.results import evaluate_claims
 from common.synthetic.rl_gate import GateConfig
 from papers.lco import pipeline
 from papers.lco.config import METHODS, get_config, regime

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from common.claims import evaluate_claims
 from common.config import apply_overrides
 from common.data import shared_mirror
-from common.results import evaluate_claims
 from papers.proxykd import pipeline
 from papers.proxykd.config import PRESETS, TeacherConfig, get_config
 from papers.proxykd.data import markov_task

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 
 import common.results
+from common.claims import evaluate_claims, load_claims
 from common.config import ConfigError, apply_overrides
 from common.models import build_tiny_causal_lm
-from common.results import evaluate_claims, load_claims
 from common.synthetic.tokenizer import world_tokenizer
 from papers.qrm import pipeline
 from papers.qrm.config import METHODS, EvalConfig, get_config

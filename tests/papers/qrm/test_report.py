@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from common import results
+from common import claims as claims_mod
 from papers.qrm.config import get_config
 from papers.qrm.data import toy_task
 from papers.qrm.report import result_rows, steps_to_threshold
@@ -51,8 +51,8 @@ def test_speedup_rows_and_the_convergence_claim(tmp_path):
         ("arith seed 0", "REINFORCE+Q-RM vs REINFORCE+ORM", "toy-arith", 2.0),  # 8 / 4
         ("arith seed 1", "REINFORCE+Q-RM vs REINFORCE+ORM", "toy-arith", 0.5),  # bound: 4 / 8
     ]
-    claims = {c["id"]: c for c in results.load_claims("qrm")}
-    deltas = results.paired_deltas(claims["qrm_converges_faster_than_orm"]["toy"], rows)
+    claims = {c["id"]: c for c in claims_mod.load_claims("qrm")}
+    deltas = claims_mod.paired_deltas(claims["qrm_converges_faster_than_orm"]["toy"], rows)
     assert sorted(deltas) == [0.5, 2.0]
 
 
