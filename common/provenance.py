@@ -66,6 +66,9 @@ def _hardware() -> dict:
         import torch
 
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        # which of torch's CPU kernels ran (AVX2 / AVX512 ...): they round differently, and a toy run's
+        # trajectory can depend on it (papers/ipvrm/NOTES.md: the SFT plateau, 2026-12-04)
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except ImportError:
         info["cuda_devices"] = []
     return info

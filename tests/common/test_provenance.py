@@ -93,3 +93,19 @@ def test_a_run_that_found_cached_stages_says_so(monkeypatch, tmp_path):
     assert provenance.collect_provenance()["started_with_cache"] is True
     provenance.mark_run_start(stages, force=True)  # --force reruns every stage
     assert provenance.collect_provenance()["started_with_cache"] is False
+
+
+def test_the_hardware_names_torchs_cpu_kernels():
+    import torch
+
+    hardware = provenance.collect_provenance()["hardware"]
+    assert hardware["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(hardware["torch_cpu_capability"], str) and hardware["torch_cpu_capability"]
+        "DEFAULT",
+        "VSX",
+        "Z VECTOR",
+        "NO AVX",
+        "AVX2",
+        "AVX512",
+        "SVE256",
+    }
