@@ -72,7 +72,8 @@ def test_kld_loss_at_the_old_policy_equals_the_closed_form(setup):
         a, q = float(adv[b, t + 1]) / beta, float(q_all[b, t].detach())
         norm = 1 - q + q * math.exp(a)
         terms.append(q * math.exp(a) / norm * a - math.log(norm))
-    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+    # the loss is float32 (the model's dtype): 1e-6 held on AVX2 kernels and missed by 1.4e-6 on AVX512
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     model.zero_grad()
