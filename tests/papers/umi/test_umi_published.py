@@ -27,3 +27,19 @@ def test_table2_averages_match_except_the_known_copy_errors():
         if len(cols) == 6 and avg is not None and abs(statistics.mean(cols) - avg) > 0.25:
             bad.add(key)
     assert bad == KNOWN
+
+
+def test_the_paper_launch_config_is_the_official_zero3_setting():
+    import yaml
+
+    from common.stages import repo_root
+
+    cfg = yaml.safe_load((repo_root() / "papers" / "umi" / "configs" / "zero3.yaml").read_text())
+    ds = cfg["deepspeed_config"]
+    assert (
+        cfg["distributed_type"] == "DEEPSPEED"
+        and cfg["num_processes"] == 8
+        and cfg["mixed_precision"] == "bf16"
+    )
+    assert ds["zero_stage"] == 3 and ds["offload_optimizer_device"] == ds["offload_param_device"] == "cpu"
+    assert ds["gradient_accumulation_steps"] == 1  # per-device batch 6 x 8 GPUs = the official global 48
